@@ -158,7 +158,7 @@ class EmbeddingBagCollection(nnx.Module):
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         flat_ids = ids + jnp.asarray(self.row_offsets, jnp.int32)[None, :, None]
-        return LOWERINGS[self.lowering](self.weight.value, flat_ids)
+        return LOWERINGS[self.lowering](self.weight[...], flat_ids)
 
     def ids_in_range(self, ids: jax.Array) -> jax.Array:
         """A scalar bool: whether every id of [B, T, L] `ids` lies in [0, num_rows[t])."""

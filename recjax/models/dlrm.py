@@ -201,6 +201,3 @@ class DLRM(nnx.Module):
 def abstract_model(config: DLRMConfig) -> DLRM:
     """The model with every parameter a `jax.ShapeDtypeStruct`: shapes without allocation."""
     return nnx.eval_shape(lambda: DLRM(config, rngs=nnx.Rngs(0)))
-
-
-
