@@ -12,9 +12,9 @@ class MLP(nnx.Module):
     Input  [B, in_features] float32.
     Output [B, layer_sizes[-1]] float32.
 
-    Weights are initialized as in the reference DLRM: Glorot (Xavier) normal kernels and zero biases.
-    With `relu_last=True` the last layer is followed by a ReLU too (the DLRM bottom MLP); with
-    `relu_last=False` the last layer is linear (the DLRM top MLP, whose logit goes to a sigmoid).
+    Weights are initialized as in the reference DLRM: Glorot (Xavier) normal kernels, and zero
+    biases. With `relu_last=True` the last layer is followed by a ReLU too (the DLRM bottom MLP);
+    with `relu_last=False` it is linear (the DLRM top MLP, whose logit goes to a sigmoid).
 
     Example:
         >>> mlp = MLP(in_features=256, layer_sizes=(128, 64), relu_last=True, rngs=nnx.Rngs(0))
