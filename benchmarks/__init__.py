@@ -1,0 +1,1 @@
+"""Benchmark binaries, run as `python -m benchmarks.<name>` from the repository root."""

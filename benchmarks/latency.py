@@ -1,0 +1,182 @@
+r"""Compiled (jit) versus eager inference latency of one preset, per batch size.
+
+    python -m benchmarks.latency --model=rmc2
+    python -m benchmarks.latency --model=rmc3-tiny --batch_sizes=1,64 --modes=jit
+
+Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), and
+writes results.json and TensorBoard event files into --logdir:
+
+    tensorboard --logdir runs/latency
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+
+import jax
+from absl import app, flags
+from flax import nnx
+
+import configs
+from recjax import latency_sweep
+from recjax.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.layers.embedding_bag import LOWERINGS
+from recjax.logdir import default_logdir, prepare_logdir, write_json
+from recjax.memory import GIB, InsufficientMemoryError, check_memory, peak_resident_bytes
+from recjax.models.dlrm import DLRM
+from recjax.summary_writer import SummaryWriter
+from recjax.timing import TimingBudget
+
+# recjax measures the CPU backend; naming it also skips probing for absent accelerators.
+CPU_PLATFORM = "cpu"
+
+_MODEL = flags.DEFINE_enum("model", "rmc2", configs.names(), "Model preset to benchmark.")
+_BATCH_SIZES = flags.DEFINE_list(
+    "batch_sizes", ["1", "16", "64", "256", "1024"], "Comma-separated batch sizes to sweep."
+)
+_MODES = flags.DEFINE_list(
+    "modes",
+    ["jit", "eager"],
+    "Comma-separated modes: jit (AOT-compiled for the CPU backend), eager (the same function op "
+    "by op under jax.disable_jit).",
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and the synthetic batches.")
+_EMBEDDING_LOWERING = flags.DEFINE_enum(
+    "embedding_lowering",
+    None,
+    sorted(LOWERINGS),
+    "Embedding-bag lowering; default: the preset's own.",
+)
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed jit calls per batch size before timing.")
+_MIN_ITERATIONS = flags.DEFINE_integer("min_iterations", 50, "Fewest timed jit calls.")
+_MIN_SECONDS = flags.DEFINE_float("min_seconds", 2.0, "Shortest jit timing per batch size (s).")
+_MAX_SECONDS = flags.DEFINE_float(
+    "max_seconds", 10.0, "Longest jit timing per batch size (s); overrides --min_iterations."
+)
+_EAGER_WARMUP = flags.DEFINE_integer("eager_warmup", 1, "Untimed eager calls per batch size.")
+_EAGER_MIN_ITERATIONS = flags.DEFINE_integer("eager_min_iterations", 10, "Fewest eager calls.")
+_EAGER_MAX_SECONDS = flags.DEFINE_float(
+    "eager_max_seconds",
+    5.0,
+    "Time budget of eager timing per batch size (s): eager is slow, so it gets fewer calls.",
+)
+_LOGDIR = flags.DEFINE_string(
+    "logdir", None, "Where results.json and event files go; default runs/latency/<model>-<time>."
+)
+
+
+def _positive_integers(values: list[str]) -> bool:
+    return bool(values) and all(value.strip().isdigit() and int(value) > 0 for value in values)
+
+
+flags.register_validator(
+    "batch_sizes",
+    _positive_integers,
+    message="--batch_sizes must be a non-empty comma-separated list of positive integers.",
+)
+flags.register_validator(
+    "modes",
+    lambda modes: bool(modes) and set(modes) <= set(latency_sweep.MODES),
+    message=f"--modes must be a non-empty comma-separated subset of {latency_sweep.MODES}.",
+)
+
+
+def _settings() -> latency_sweep.SweepSettings:
+    return latency_sweep.SweepSettings(
+        batch_sizes=tuple(int(value) for value in _BATCH_SIZES.value),
+        modes=tuple(dict.fromkeys(_MODES.value)),
+        seed=_SEED.value,
+        jit_budget=TimingBudget(
+            warmup=_WARMUP.value,
+            min_iterations=_MIN_ITERATIONS.value,
+            min_seconds=_MIN_SECONDS.value,
+            max_seconds=_MAX_SECONDS.value,
+        ),
+        eager_budget=TimingBudget(
+            warmup=_EAGER_WARMUP.value,
+            min_iterations=_EAGER_MIN_ITERATIONS.value,
+            min_seconds=0.0,
+            max_seconds=_EAGER_MAX_SECONDS.value,
+        ),
+    )
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    jax.config.update("jax_platforms", CPU_PLATFORM)
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once, also when piped
+    config = configs.get(_MODEL.value)
+    if _EMBEDDING_LOWERING.value:
+        config = dataclasses.replace(config, embedding_lowering=_EMBEDDING_LOWERING.value)
+    try:
+        settings = _settings()
+        logdir = prepare_logdir(_LOGDIR.value or default_logdir("latency", config.name))
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
+    try:
+        needed = check_memory(config, max(settings.batch_sizes), smaller)
+    except InsufficientMemoryError as error:
+        sys.exit(f"error: {error}")
+
+    fingerprint = machine_fingerprint()
+    print(f"machine: {fingerprint_summary(fingerprint)}")
+    print(f"model:   {config.name}: {config.architecture_summary()}")
+    print(
+        f"         {config.parameter_bytes / GIB:.2f} GiB of parameters (needs about "
+        f"{needed / GIB:.1f} GiB), lowering {config.embedding_lowering}"
+    )
+    print(f"logdir:  {logdir}")
+    print(
+        f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
+        f"per batch size, so fewer calls and a coarser p99 than jit"
+    )
+    start = time.perf_counter()
+    model = DLRM(config, rngs=nnx.Rngs(settings.seed))
+    print(f"built the model in {time.perf_counter() - start:.1f} s")
+
+    measurements = latency_sweep.run_sweep(model, settings)
+    table = latency_sweep.format_table(config, measurements)
+    peak = peak_resident_bytes()
+    command = shlex.join(
+        [sys.executable.split(os.sep)[-1], "-m", "benchmarks.latency", *sys.argv[1:]]
+    )
+    results = {
+        "benchmark": "latency",
+        "command": command,
+        "model": config.name,
+        "config": dataclasses.asdict(config),
+        "cost": config.cost(),
+        "settings": dataclasses.asdict(settings),
+        "fingerprint": fingerprint,
+        "peak_resident_bytes": peak,
+        "results": [m.to_json() for m in measurements],
+    }
+    results_path = os.path.join(logdir, "results.json")
+    write_json(results_path, results)
+    with SummaryWriter(logdir) as writer:
+        latency_sweep.write_summaries(
+            writer,
+            measurements,
+            hparams=latency_sweep.hparams_of(config, settings),
+            texts={
+                "config": f"`{config.architecture_summary()}`\n\n```\n{config}\n```",
+                "fingerprint": "```\n" + json.dumps(fingerprint, indent=2) + "\n```",
+                "results": f"`{command}`\n\n```\n{table}\n```",
+            },
+            trial_id=os.path.basename(logdir),
+        )
+    print()
+    print(table)
+    print()
+    print(f"peak resident memory: {peak / GIB:.2f} GiB")
+    print(f"results:     {results_path}")
+    print(f"tensorboard: tensorboard --logdir {logdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,69 @@
+"""Memory: what the machine has, what a preset needs, and what a run used at its peak."""
+
+import os
+import resource
+
+from recjax.models.dlrm import DLRMConfig
+
+GIB = 2**30
+
+# Room for the Python process, the XLA runtime and compiled programs, beyond parameters and batches.
+RUNTIME_OVERHEAD_BYTES = GIB // 2
+
+
+class InsufficientMemoryError(RuntimeError):
+    """A preset needs more memory than the machine has available."""
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (memory that can be had without swapping)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_resident_bytes() -> int:
+    """The peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def estimated_peak_bytes(config: DLRMConfig, max_batch_size: int) -> int:
+    """Parameters, the largest table's initialization block, the largest batch and its activations.
+
+    The activation term counts one [B, T, L, D] gather: the `gather_sum` lowering materializes it,
+    the others need less, so this errs on the safe side.
+    """
+    largest_table = max(table.num_rows * table.dim for table in config.tables) * 4
+    batch_inputs = (
+        max_batch_size * (config.dense_features + config.num_tables * config.pooling_factor) * 4
+    )
+    activations = max_batch_size * config.embedding_bytes_per_sample
+    return (
+        config.parameter_bytes + largest_table + batch_inputs + activations + RUNTIME_OVERHEAD_BYTES
+    )
+
+
+def check_memory(
+    config: DLRMConfig,
+    max_batch_size: int,
+    smaller_presets: list[str],
+    available_bytes: int | None = None,
+) -> int:
+    """The bytes the run needs; raises InsufficientMemoryError, naming both, if not available."""
+    needed = estimated_peak_bytes(config, max_batch_size)
+    available = available_memory_bytes() if available_bytes is None else available_bytes
+    if needed > available:
+        suggestion = (
+            f" Try a smaller preset: {', '.join(smaller_presets)}." if smaller_presets else ""
+        )
+        raise InsufficientMemoryError(
+            f"{config.name} at batch size {max_batch_size} needs about {needed / GIB:.1f} GiB "
+            f"({config.parameter_bytes / GIB:.1f} GiB of parameters), but only "
+            f"{available / GIB:.1f} GiB of memory is available.{suggestion}"
+        )
+    return needed

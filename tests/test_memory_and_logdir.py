@@ -1,0 +1,43 @@
+import json
+import os
+
+import pytest
+
+import configs
+from recjax.logdir import prepare_logdir, write_json
+from recjax.memory import GIB, InsufficientMemoryError, check_memory, estimated_peak_bytes
+
+
+def test_estimate_covers_parameters_and_batch():
+    config = configs.get("rmc2")
+    estimate = estimated_peak_bytes(config, max_batch_size=1024)
+    # 4.1 GB of parameters, a 128 MB table block, 1 GB of gathered rows at batch 1024.
+    assert config.parameter_bytes + 1024 * 983_040 < estimate < config.parameter_bytes + 2 * GIB
+
+
+def test_check_memory_refuses_naming_both_numbers():
+    config = configs.get("rmc2")
+    with pytest.raises(InsufficientMemoryError) as error:
+        check_memory(config, 1024, ["rmc2-tiny"], available_bytes=2 * GIB)
+    message = str(error.value)
+    assert "needs about 5.4 GiB" in message
+    assert "only 2.0 GiB of memory is available" in message
+    assert "rmc2-tiny" in message
+    assert check_memory(config, 1, [], available_bytes=100 * GIB) < 5 * GIB
+
+
+def test_prepare_logdir_refuses_an_unwritable_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="not writable"):
+        prepare_logdir(str(blocker / "run"))
+    assert prepare_logdir(str(tmp_path / "a" / "b")) == str(tmp_path / "a" / "b")
+    assert os.listdir(tmp_path / "a" / "b") == []  # the write check leaves nothing behind
+
+
+def test_write_json_replaces_whole_files(tmp_path):
+    path = tmp_path / "results.json"
+    write_json(str(path), {"a": 1})
+    write_json(str(path), {"b": [1, 2]})
+    assert json.loads(path.read_text()) == {"b": [1, 2]}
+    assert os.listdir(tmp_path) == ["results.json"]
