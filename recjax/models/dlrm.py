@@ -50,7 +50,7 @@ class DLRMConfig:
     pooling_factor: int
     top_mlp: tuple[int, ...]
     interaction: str = "cat"
-    embedding_lowering: str = "pooling_loop"
+    embedding_lowering: str = "auto"
 
     def __post_init__(self):
         if self.dense_features <= 0 or self.pooling_factor <= 0:

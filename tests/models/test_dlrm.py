@@ -6,7 +6,9 @@ import pytest
 from flax import nnx
 
 import configs
+from recjax import native
 from recjax.data import synthetic_batch
+from recjax.layers.embedding_bag import LOWERINGS
 from recjax.models.dlrm import DLRM, DLRMConfig, abstract_model, uniform_tables
 
 
@@ -51,8 +53,10 @@ SMALL = DLRMConfig(
 
 
 @pytest.mark.parametrize("interaction", ["cat", "dot"])
-@pytest.mark.parametrize("lowering", ["gather_sum", "pooling_loop"])
+@pytest.mark.parametrize("lowering", ["auto", *sorted(LOWERINGS)])
 def test_forward_matches_numpy(interaction, lowering):
+    if lowering == "native" and not native.availability()[0]:
+        pytest.skip(f"native library unavailable: {native.availability()[1]}")
     config = dataclasses.replace(SMALL, interaction=interaction, embedding_lowering=lowering)
     model = DLRM(config, rngs=nnx.Rngs(0))
     batch = synthetic_batch(config, 9, seed=1)

@@ -1,0 +1,95 @@
+"""recjax's optional native CPU code, built by the package's install step (see setup.py).
+
+`sparse_lengths_sum` runs the C++ embedding bag of embedding_bag.cc inside jitted programs, through
+JAX's foreign function interface; `gather_rows` and `stream_read` are the plain C++ loops of
+probes.cc, called through ctypes by `benchmarks.machine`. When the library was not built (no
+compiler at install time, say), `availability()` says why, and callers fall back to pure JAX.
+"""
+
+import ctypes
+import functools
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FFI_TARGET = "recjax_sparse_lengths_sum"
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    """The library and where it was found, or None and why not. Registers the FFI target once."""
+    directory = os.path.dirname(os.path.abspath(__file__))
+    candidates = sorted(glob.glob(os.path.join(directory, "_kernels*.so")))
+    if not candidates:
+        return None, (
+            f"no compiled library in {directory}; reinstall with `pip install -e .` on a machine "
+            "with a C++ compiler"
+        )
+    try:
+        library = ctypes.cdll.LoadLibrary(candidates[0])
+    except OSError as error:
+        return None, f"{candidates[0]} failed to load: {error}"
+    jax.ffi.register_ffi_target(
+        FFI_TARGET, jax.ffi.pycapsule(library.RecjaxSparseLengthsSum), platform="cpu"
+    )
+    library.recjax_gather_rows.restype = ctypes.c_double
+    library.recjax_gather_rows.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int,
+    ]
+    library.recjax_stream_read.restype = ctypes.c_double
+    library.recjax_stream_read.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    return library, candidates[0]
+
+
+def availability() -> tuple[bool, str]:
+    """(True, the library's path) or (False, why it is unavailable)."""
+    library, detail = _load()
+    return library is not None, detail
+
+
+def _library() -> ctypes.CDLL:
+    library, detail = _load()
+    if library is None:
+        raise RuntimeError(f"recjax's native library is unavailable: {detail}.")
+    return library
+
+
+def sparse_lengths_sum(stacked: jax.Array, flat_ids: jax.Array) -> jax.Array:
+    """Sum-pooled embedding bags by the C++ kernel, usable inside `jax.jit`.
+
+    Args:
+      stacked: [N, D] float32, all tables.
+      flat_ids: [B, T, L] int32 rows of `stacked`, clamped to [0, N) by the kernel.
+
+    Returns:
+      [B, T, D] float32.
+    """
+    _library()
+    batch, num_tables, _ = flat_ids.shape
+    result = jax.ShapeDtypeStruct((batch, num_tables, stacked.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(FFI_TARGET, result)(stacked, flat_ids)
+
+
+def gather_rows(table: np.ndarray, row_ids: np.ndarray, threads: int) -> float:
+    """Sums table[row_ids] ([rows, D] float32, ids int32) on `threads` threads; returns the sum."""
+    if table.dtype != np.float32 or row_ids.dtype != np.int32 or not table.flags.c_contiguous:
+        raise ValueError("gather_rows needs a C-contiguous float32 table and int32 row ids.")
+    if row_ids.size and (row_ids.min() < 0 or row_ids.max() >= table.shape[0]):
+        raise ValueError(f"gather_rows: row ids must lie in [0, {table.shape[0]}).")
+    return _library().recjax_gather_rows(
+        table.ctypes.data, table.shape[1], row_ids.ctypes.data, row_ids.size, threads
+    )
+
+
+def stream_read(data: np.ndarray, threads: int) -> float:
+    """Sums a contiguous float32 array on `threads` threads; returns the sum."""
+    if data.dtype != np.float32 or not data.flags.c_contiguous:
+        raise ValueError("stream_read needs a C-contiguous float32 array.")
+    return _library().recjax_stream_read(data.ctypes.data, data.size, threads)
