@@ -23,7 +23,7 @@ from flax import nnx
 import configs
 from recjax import latency_sweep
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
-from recjax.layers.embedding_bag import LOWERINGS
+from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
 from recjax.logdir import default_logdir, prepare_logdir, write_json
 from recjax.memory import GIB, InsufficientMemoryError, check_memory, peak_resident_bytes
 from recjax.models.dlrm import DLRM
@@ -47,8 +47,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and the syntheti
 _EMBEDDING_LOWERING = flags.DEFINE_enum(
     "embedding_lowering",
     None,
-    sorted(LOWERINGS),
-    "Embedding-bag lowering; default: the preset's own.",
+    [AUTO, *sorted(LOWERINGS)],
+    "Embedding-bag lowering; default: the preset's own (auto: the native kernel when built, "
+    "else the best pure-JAX form).",
 )
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed jit calls per batch size before timing.")
 _MIN_ITERATIONS = flags.DEFINE_integer("min_iterations", 50, "Fewest timed jit calls.")
@@ -114,8 +115,9 @@ def main(argv: list[str]) -> None:
         config = dataclasses.replace(config, embedding_lowering=_EMBEDDING_LOWERING.value)
     try:
         settings = _settings()
+        lowering, lowering_note = resolve_lowering(config.embedding_lowering)
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("latency", config.name))
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
     smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
     try:
@@ -128,8 +130,9 @@ def main(argv: list[str]) -> None:
     print(f"model:   {config.name}: {config.architecture_summary()}")
     print(
         f"         {config.parameter_bytes / GIB:.2f} GiB of parameters (needs about "
-        f"{needed / GIB:.1f} GiB), lowering {config.embedding_lowering}"
+        f"{needed / GIB:.1f} GiB)"
     )
+    print(f"         embedding-bag lowering: {lowering} ({lowering_note})")
     print(f"logdir:  {logdir}")
     print(
         f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
@@ -151,6 +154,7 @@ def main(argv: list[str]) -> None:
         "model": config.name,
         "config": dataclasses.asdict(config),
         "cost": config.cost(),
+        "embedding_lowering": lowering,
         "settings": dataclasses.asdict(settings),
         "fingerprint": fingerprint,
         "peak_resident_bytes": peak,
@@ -162,7 +166,7 @@ def main(argv: list[str]) -> None:
         latency_sweep.write_summaries(
             writer,
             measurements,
-            hparams=latency_sweep.hparams_of(config, settings),
+            hparams={**latency_sweep.hparams_of(config, settings), "embedding_lowering": lowering},
             texts={
                 "config": f"`{config.architecture_summary()}`\n\n```\n{config}\n```",
                 "fingerprint": "```\n" + json.dumps(fingerprint, indent=2) + "\n```",
