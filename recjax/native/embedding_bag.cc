@@ -7,7 +7,9 @@
 // The B*T bags are split into chunks that the caller thread and the tasks it schedules on XLA's
 // own intra-op thread pool take from one atomic counter (no thread is started per call). Each
 // thread walks its lookups in order and prefetches the row kPrefetchDistance lookups ahead, so
-// that several cache misses are in flight at once. Ids are clamped to [0, N), as XLA's gather
+// that several cache misses are in flight at once. Distance 32 with a T0 prefetch beat 8 and 16,
+// and the non-temporal hint, when the rows come from the last-level cache (small batches), and
+// tied with them when they come from DRAM (batch 256 of rmc2: 14 GB/s for all six variants). Ids are clamped to [0, N), as XLA's gather
 // does: out-of-range ids are detected (and rejected) in JAX, and never read outside the buffer.
 
 #include <algorithm>
@@ -21,7 +23,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kPrefetchDistance = 16;    // lookups ahead
+constexpr int64_t kPrefetchDistance = 32;    // lookups ahead
 constexpr int64_t kCacheLineBytes = 64;
 constexpr int64_t kMinLookupsPerChunk = 512;  // below this, scheduling costs more than it saves
 constexpr int64_t kChunksPerThread = 4;      // slack for threads that start late
@@ -34,7 +36,7 @@ inline const float* RowOf(const float* table, int64_t num_rows, int64_t dim, int
 inline void PrefetchRow(const float* row, int64_t row_bytes) {
   const char* bytes = reinterpret_cast<const char*>(row);
   for (int64_t offset = 0; offset < row_bytes; offset += kCacheLineBytes) {
-    __builtin_prefetch(bytes + offset, /*rw=*/0, /*locality=*/0);
+    __builtin_prefetch(bytes + offset, /*rw=*/0, /*locality=*/3);
   }
 }
 

@@ -15,7 +15,7 @@
 
 namespace {
 
-constexpr int64_t kPrefetchDistance = 16;
+constexpr int64_t kPrefetchDistance = 32;
 constexpr int64_t kCacheLineBytes = 64;
 
 double GatherRange(const float* table, int64_t dim, const int32_t* row_ids, int64_t first,
@@ -26,7 +26,7 @@ double GatherRange(const float* table, int64_t dim, const int32_t* row_ids, int6
     if (i + kPrefetchDistance < last) {
       const char* ahead = reinterpret_cast<const char*>(table + row_ids[i + kPrefetchDistance] * dim);
       for (int64_t offset = 0; offset < row_bytes; offset += kCacheLineBytes) {
-        __builtin_prefetch(ahead + offset, 0, 0);
+        __builtin_prefetch(ahead + offset, 0, 3);
       }
     }
     const float* row = table + static_cast<int64_t>(row_ids[i]) * dim;
