@@ -169,9 +169,21 @@ def run_all(
             start_qps=settings.qps,
             resolution=settings.search_resolution,
             max_runs=settings.search_max_runs,
+            barely_queued=barely_queued,
         )
         points.extend(by_summary[id(run)] for run in searches[sub_batch].runs)
     return points, searches
+
+
+# A run whose mean queueing time is under this fraction of its mean latency barely queued.
+BARELY_QUEUED_FRACTION = 0.1
+
+
+def barely_queued(run: RunSummary) -> bool:
+    """Nearly all of the run's latency was service: a lower rate would not lower it much."""
+    return (
+        run.unfinished == 0 and run.queueing_mean_ms < BARELY_QUEUED_FRACTION * run.latency_mean_ms
+    )
 
 
 def best_configuration(searches: dict[int, SearchResult]) -> RunSummary | None:
@@ -211,7 +223,15 @@ def format_search(searches: dict[int, SearchResult], settings: LoadSettings) -> 
     lines = []
     for sub_batch, result in searches.items():
         if result.best is None:
-            lines.append(f"sub_batch {sub_batch}: no run met {target} (lowest tried rate missed).")
+            lowest = min(result.runs, key=lambda run: run.qps)
+            reason = (
+                f"at {lowest.qps:.2f} qps requests barely queued (mean "
+                f"{lowest.queueing_mean_ms:.1f} of {lowest.latency_mean_ms:.1f} ms) and still "
+                "missed: the service time alone misses the target"
+                if result.service_bound
+                else f"the lowest rate tried, {lowest.qps:.2f} qps, missed"
+            )
+            lines.append(f"sub_batch {sub_batch}: no run met {target}; {reason}.")
             continue
         best, up, percentile = result.best, result.next_step_up, settings.target_percentile
         if up is not None:

@@ -2,10 +2,12 @@
 
 Each probe is a whole bounded open-loop run at one offered rate. From a starting rate the search
 doubles while runs meet the target (or halves while they miss) until one run meets it and another,
-higher, misses; it then bisects that bracket until the failing rate is within `resolution` of the
-passing one (hi <= lo * (1 + resolution)). It returns the highest measured rate that met the
-target and the lowest measured higher rate that missed it: the "next step up". Runs are noisy, so
-latency need not be monotone in the rate; the search reports the runs it made, each as measured.
+higher, misses. It stops halving early once a missing run barely queued: its service time alone
+misses the target, and lower rates cannot help. It then bisects the bracket until the failing rate
+is within `resolution` of the passing one (hi <= lo * (1 + resolution)), and returns the highest
+measured rate that met the target and the lowest measured higher rate that missed it: the "next
+step up". Runs are noisy, so latency need not be monotone in the rate; the search reports the runs
+it made, each as measured.
 """
 
 import dataclasses
@@ -20,12 +22,14 @@ class SearchResult:
     best: the highest-rate run that met the target; None if none did.
     next_step_up: the lowest-rate run above `best` that missed it; None if none did.
     converged: next_step_up.qps <= best.qps * (1 + resolution).
+    service_bound: the search stopped halving because a run missed the target without queueing.
     runs: every run, in the order made.
     """
 
     best: RunSummary | None
     next_step_up: RunSummary | None
     converged: bool
+    service_bound: bool
     resolution: float
     runs: tuple[RunSummary, ...]
 
@@ -36,9 +40,14 @@ def search_max_qps(
     start_qps: float,
     resolution: float,
     max_runs: int,
+    barely_queued: Callable[[RunSummary], bool] = lambda run: False,
     min_qps: float = 1e-3,
 ) -> SearchResult:
-    """Searches with at most `max_runs` calls of run_at(qps); see the module docstring."""
+    """Searches with at most `max_runs` calls of run_at(qps); see the module docstring.
+
+    `barely_queued(run)` says a run's latency was nearly all service time; a missing run that
+    barely queued ends the halving.
+    """
     if start_qps <= 0 or not 0 < resolution < 1 or max_runs < 2:
         raise ValueError(
             f"Need start_qps > 0, 0 < resolution < 1 and max_runs >= 2; got {start_qps}, "
@@ -59,9 +68,13 @@ def search_max_qps(
         return False
 
     qps = start_qps
+    service_bound = False
     while len(runs) < max_runs:
         met = probe(qps)
         if passing is not None and failing is not None:
+            break
+        if not met and barely_queued(runs[-1]):
+            service_bound = True
             break
         qps = qps * 2 if met else qps / 2
         if qps < min_qps:
@@ -78,4 +91,4 @@ def search_max_qps(
         and failing is not None
         and failing.qps <= passing.qps * (1 + resolution)
     )
-    return SearchResult(passing, failing, converged, resolution, tuple(runs))
+    return SearchResult(passing, failing, converged, service_bound, resolution, tuple(runs))
