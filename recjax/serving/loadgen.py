@@ -141,7 +141,8 @@ def run_point(
     progress(
         f"     achieved {summary.achieved_qps:.2f} qps, p50 {summary.latency_p50_ms:.1f} ms, "
         f"p95 {summary.latency_p95_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms"
-        f"{unfinished}{verdict}"
+        f"{unfinished}{verdict}; cores used: this process {summary.process_cores_used:.2f}, "
+        f"other processes {summary.other_processes_cores_used:.2f}"
     )
     return Point(summary, record)
 
@@ -197,7 +198,7 @@ def format_table(points: list[Point], settings: LoadSettings) -> str:
     header = (
         f"{'sub_batch':>9}{'qps':>9}{'offered':>9}{'achieved':>9}{'items/s':>10}{'p50 ms':>9}"
         f"{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'queue ms':>9}{'serve ms':>9}{'pad %':>7}"
-        f"{'unfin':>6}"
+        f"{'unfin':>6}{'others':>7}"
     )
     if settings.searching:
         header += f"{'meets':>7}"
@@ -209,6 +210,7 @@ def format_table(points: list[Point], settings: LoadSettings) -> str:
             f"{s.items_per_s:>10,.0f}{s.latency_p50_ms:>9.1f}{s.latency_p95_ms:>9.1f}"
             f"{s.latency_p99_ms:>9.1f}{s.latency_max_ms:>9.1f}{s.queueing_mean_ms:>9.1f}"
             f"{s.service_mean_ms:>9.1f}{s.padding_overhead * 100:>7.1f}{s.unfinished:>6}"
+            f"{s.other_processes_cores_used:>7.2f}"
         )
         if settings.searching:
             met = s.meets(settings.target_percentile, settings.target_ms)
@@ -266,11 +268,14 @@ def format_generator_cpu(points: list[Point]) -> str:
     dispatcher = max(p.summary.dispatcher_cpu_fraction for p in points)
     workers = max(p.summary.worker_thread_cpu_fraction for p in points)
     cores = [p.summary.process_cores_used for p in points]
+    lag_p99 = max(p.summary.dispatch_lag_p99_ms for p in points)
     lag = max(p.summary.dispatch_lag_max_ms for p in points)
+    others = [p.summary.other_processes_cores_used for p in points]
     return (
         f"generator CPU: dispatcher thread at most {dispatcher:.1%} of one core; worker threads' "
         f"own CPU at most {workers:.1%}; the whole process used {min(cores):.2f}-{max(cores):.2f} "
-        f"cores; dispatch lag behind schedule at most {lag:.2f} ms"
+        f"cores, other processes {min(others):.2f}-{max(others):.2f} cores (column 'others'); "
+        f"dispatch lag behind schedule: p99 at most {lag_p99:.2f} ms, max {lag:.2f} ms"
     )
 
 
@@ -298,6 +303,7 @@ def write_summaries(
         writer.scalar(f"{prefix}/queueing_ms/mean", s.queueing_mean_ms, step)
         writer.scalar(f"{prefix}/service_ms/mean", s.service_mean_ms, step)
         writer.scalar(f"{prefix}/padding_overhead", s.padding_overhead, step)
+        writer.scalar(f"{prefix}/other_processes_cores_used", s.other_processes_cores_used, step)
         latency = point.record.latency_s
         finished = latency[~np.isnan(latency)]
         if finished.size:

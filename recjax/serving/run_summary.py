@@ -55,6 +55,7 @@ class RunSummary:
     dispatcher_cpu_fraction: float
     worker_thread_cpu_fraction: float
     process_cores_used: float
+    other_processes_cores_used: float
 
     def latency_ms(self, percentile: str) -> float:
         return getattr(self, f"latency_{percentile}_ms")
@@ -106,4 +107,5 @@ def summarize(record: RunRecord) -> RunSummary:
         dispatcher_cpu_fraction=record.dispatcher_cpu_s / wall,
         worker_thread_cpu_fraction=record.worker_cpu_s / wall,
         process_cores_used=record.process_cpu_s / wall,
+        other_processes_cores_used=max(record.machine_cpu_s - record.process_cpu_s, 0.0) / wall,
     )

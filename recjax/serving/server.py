@@ -19,6 +19,7 @@ the run ends, also when it is interrupted (Ctrl-C raises KeyboardInterrupt in th
 """
 
 import dataclasses
+import os
 import queue
 import threading
 import time
@@ -37,6 +38,21 @@ ServeFn = Callable[[int], object]
 START_LEAD_S = 0.05
 # How long a stopped worker may take to finish the sub-batch it is running before we give up on it.
 WORKER_JOIN_TIMEOUT_S = 30.0
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds all processes on the machine have used since boot (NaN without /proc/stat).
+
+    user + nice + system + irq + softirq + steal: everything but idle and I/O wait. The steal
+    time (taken by the hypervisor for other machines) counts as busy, as it is lost to us.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +129,8 @@ class RunRecord:
       worker_cpu_s: CPU time of the worker threads' own Python threads (queue handling, bookkeeping
         and whatever part of a compiled program runs on the calling thread).
       process_cpu_s: CPU time of the whole process over the run (XLA's threads included).
+      machine_cpu_s: CPU time of every process on the machine over the run (NaN if unknown);
+        minus process_cpu_s, what other programs took from the cores the server runs on.
     """
 
     schedule: Schedule
@@ -126,6 +144,7 @@ class RunRecord:
     dispatcher_cpu_s: float
     worker_cpu_s: float
     process_cpu_s: float
+    machine_cpu_s: float
 
     @property
     def first_start_s(self) -> np.ndarray:
@@ -239,6 +258,7 @@ def serve_schedule(
     enqueue_s = np.full(schedule.requests, np.nan)
     arrivals = schedule.arrival_s.tolist()
     first = tasks.first.tolist()
+    machine_cpu_start = machine_busy_cpu_s()
     process_cpu_start = time.process_time()
     dispatcher_cpu_start = time.thread_time()
     origin = clock() + START_LEAD_S
@@ -282,4 +302,5 @@ def serve_schedule(
         dispatcher_cpu_s=time.thread_time() - dispatcher_cpu_start,
         worker_cpu_s=float(sum(pool.cpu_s)),
         process_cpu_s=time.process_time() - process_cpu_start,
+        machine_cpu_s=machine_busy_cpu_s() - machine_cpu_start,
     )

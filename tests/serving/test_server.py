@@ -6,13 +6,14 @@ Each test runs for at most a few seconds of wall time (sleeps, not CPU).
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from recjax.serving.query_sizes import QuerySizeDistribution
 from recjax.serving.run_summary import summarize
-from recjax.serving.server import make_schedule, serve_schedule
+from recjax.serving.server import machine_busy_cpu_s, make_schedule, serve_schedule
 from recjax.serving.sub_batches import padded_sizes
 
 ONE_ITEM = QuerySizeDistribution.parse("fixed:1")
@@ -161,3 +162,14 @@ def test_a_failing_model_stops_the_run_and_raises():
     with pytest.raises(RuntimeError, match="model failed at batch 1"):
         serve(schedule, broken, workers=2)
     assert not worker_threads()
+
+
+def test_machine_cpu_counts_this_process_too():
+    """The machine-wide busy time grows at least as fast as this process's own CPU time."""
+    machine, process = machine_busy_cpu_s(), time.process_time()
+    deadline = time.perf_counter() + 0.3
+    while time.perf_counter() < deadline:
+        pass
+    used = time.process_time() - process
+    # /proc/stat counts in ticks of 10 ms: allow two.
+    assert machine_busy_cpu_s() - machine >= used - 0.02
