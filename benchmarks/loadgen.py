@@ -1,7 +1,7 @@
 r"""Open-loop load generator: Poisson arrivals against a compiled preset, and a QPS search.
 
     python -m benchmarks.loadgen --model=rmc1 --qps=200 --duration_s=30
-    python -m benchmarks.loadgen --model=rmc2 --target_p95_ms=50 --sub_batch=64,256 --duration_s=10
+    python -m benchmarks.loadgen --model=rmc2 --qps=10 --target_p95_ms=100 --sub_batch=64,256
 
 Requests arrive on a seeded Poisson schedule (exponential inter-arrival times) fixed in advance;
 each asks to rank a query of candidate items, split into sub-batches of at most --sub_batch items
