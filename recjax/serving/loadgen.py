@@ -45,6 +45,11 @@ class LoadSettings:
             problems.append(f"--qps must be > 0; got {self.qps}.")
         if not self.duration_s > 0:
             problems.append(f"--duration_s must be > 0; got {self.duration_s}.")
+        elif not self.qps * self.duration_s >= 1:
+            problems.append(
+                f"--qps x --duration_s must be >= 1 (one expected request); got {self.qps} x "
+                f"{self.duration_s}."
+            )
         if self.max_requests < 1:
             problems.append(f"--max_requests must be >= 1; got {self.max_requests}.")
         if self.max_query_size < 1:
@@ -171,6 +176,7 @@ def run_all(
             resolution=settings.search_resolution,
             max_runs=settings.search_max_runs,
             barely_queued=barely_queued,
+            min_qps=1.0 / settings.duration_s,  # below it, a run expects less than one request
         )
         points.extend(by_summary[id(run)] for run in searches[sub_batch].runs)
     return points, searches

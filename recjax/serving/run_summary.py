@@ -61,8 +61,10 @@ class RunSummary:
         return getattr(self, f"latency_{percentile}_ms")
 
     def meets(self, percentile: str, target_ms: float) -> bool:
-        """All requests finished and the latency percentile is at most target_ms."""
-        return self.unfinished == 0 and self.latency_ms(percentile) <= target_ms
+        """The run had requests, all finished, and the latency percentile is at most target_ms."""
+        return (
+            self.requests > 0 and self.unfinished == 0 and self.latency_ms(percentile) <= target_ms
+        )
 
 
 def summarize(record: RunRecord) -> RunSummary:
@@ -71,12 +73,12 @@ def summarize(record: RunRecord) -> RunSummary:
     finished = ~np.isnan(latency)
     censored = np.where(finished, latency, record.stop_s - schedule.arrival_s)
     completion = record.completion_s[finished]
-    span = float(completion.max()) if completion.size else record.stop_s
+    span = float(completion.max()) if completion.size else max(record.stop_s, 1e-9)
     queueing = (record.first_start_s - schedule.arrival_s)[finished]
     service = (record.completion_s - record.first_start_s)[finished]
     sub_batch_service = (record.task_end_s - record.task_start_s)[~np.isnan(record.task_end_s)]
     lag = (record.enqueue_s - schedule.arrival_s)[~np.isnan(record.enqueue_s)]
-    wall = max(record.stop_s, 1e-9)
+    wall = record.wall_s
     return RunSummary(
         qps=schedule.qps,
         sub_batch=record.sub_batch,
@@ -100,10 +102,12 @@ def summarize(record: RunRecord) -> RunSummary:
         service_p95_ms=_ms(service, 95),
         sub_batches=int(tasks.items.size),
         sub_batch_service_mean_ms=_mean_ms(sub_batch_service),
-        padding_overhead=float(tasks.padded.sum() / max(tasks.items.sum(), 1) - 1.0),
+        padding_overhead=float(tasks.padded.sum() / tasks.items.sum() - 1)
+        if tasks.items.size
+        else 0.0,
         dispatch_lag_p99_ms=_ms(lag, 99),
         dispatch_lag_max_ms=_ms(lag, 100),
-        wall_s=record.stop_s,
+        wall_s=record.wall_s,
         dispatcher_cpu_fraction=record.dispatcher_cpu_s / wall,
         worker_thread_cpu_fraction=record.worker_cpu_s / wall,
         process_cores_used=record.process_cpu_s / wall,

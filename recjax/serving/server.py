@@ -125,6 +125,7 @@ class RunRecord:
         the dispatcher fell behind).
       task_start_s, task_end_s: [M] when each sub-batch started and ended service.
       stop_s: when the run ended (all served, or the drain timeout passed).
+      wall_s: from starting the workers to the stop (the schedule's lead included).
       dispatcher_cpu_s: CPU time of the dispatcher thread (the load generator itself).
       worker_cpu_s: CPU time of the worker threads' own Python threads (queue handling, bookkeeping
         and whatever part of a compiled program runs on the calling thread).
@@ -141,6 +142,7 @@ class RunRecord:
     task_start_s: np.ndarray
     task_end_s: np.ndarray
     stop_s: float
+    wall_s: float
     dispatcher_cpu_s: float
     worker_cpu_s: float
     process_cpu_s: float
@@ -261,7 +263,8 @@ def serve_schedule(
     machine_cpu_start = machine_busy_cpu_s()
     process_cpu_start = time.process_time()
     dispatcher_cpu_start = time.thread_time()
-    origin = clock() + START_LEAD_S
+    wall_start = clock()
+    origin = wall_start + START_LEAD_S
     pool.start(origin)
     try:
         next_progress = progress_interval_s
@@ -285,7 +288,7 @@ def serve_schedule(
         while not pool.all_done.wait(min(0.1, max(0.0, deadline - clock()))):
             if clock() >= deadline:
                 break
-        stop_s = clock() - origin
+        stop = clock()
     finally:
         pool.stop()
     if pool.error is not None:
@@ -298,7 +301,8 @@ def serve_schedule(
         enqueue_s=enqueue_s,
         task_start_s=pool.start_s.copy(),
         task_end_s=pool.end_s.copy(),
-        stop_s=stop_s,
+        stop_s=stop - origin,
+        wall_s=stop - wall_start,
         dispatcher_cpu_s=time.thread_time() - dispatcher_cpu_start,
         worker_cpu_s=float(sum(pool.cpu_s)),
         process_cpu_s=time.process_time() - process_cpu_start,

@@ -137,6 +137,7 @@ def test_ctrl_c_stops_a_run(tmp_path):
         (["--qps=0"], "--qps must be > 0; got 0.0"),
         (["--qps=-5"], "--qps must be > 0; got -5.0"),
         (["--duration_s=0"], "--duration_s must be > 0"),
+        (["--qps=0.05", "--duration_s=10"], "--qps x --duration_s must be >= 1"),
         (["--max_query_size=0"], "--max_query_size must be >= 1; got 0"),
         (["--query_sizes=lognormal:5.1"], "lognormal takes MU,SIGMA"),
         (["--query_sizes=zipf:2"], "Query-size spec 'zipf:2' is malformed; expected fixed:N"),

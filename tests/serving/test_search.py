@@ -14,7 +14,7 @@ def fake_run(qps: float, capacity: float = 100.0, base_ms: float = 10.0) -> RunS
     """A run whose p95 follows a hockey stick: base / (1 - qps / capacity), unbounded past it."""
     p95 = base_ms / (1 - qps / capacity) if qps < capacity else float("inf")
     fields = {field.name: 0.0 for field in dataclasses.fields(RunSummary)}
-    fields.update(qps=qps, latency_p95_ms=p95, unfinished=0, sub_batch=1, workers=1)
+    fields.update(qps=qps, latency_p95_ms=p95, requests=100, unfinished=0, sub_batch=1, workers=1)
     return RunSummary(**fields)
 
 

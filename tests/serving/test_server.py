@@ -144,6 +144,15 @@ def test_drain_timeout_bounds_the_run_and_reports_unfinished(fixed_service_time)
     assert not worker_threads()
 
 
+def test_an_empty_schedule_is_summarized_and_meets_no_target(fixed_service_time):
+    schedule = make_schedule(0.05, 1.0, 10, ONE_ITEM, 1, seed=0)
+    assert schedule.requests == 0
+    summary = summarize(serve(schedule, fixed_service_time(0.001)))
+    assert summary.completed == summary.unfinished == 0 and summary.padding_overhead == 0.0
+    assert not summary.meets("p95", 1e9)
+    assert not worker_threads()
+
+
 def test_ctrl_c_stops_the_workers(fixed_service_time):
     schedule = make_schedule(50.0, 30.0, 10_000, ONE_ITEM, 1, seed=4)
     timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT))
