@@ -229,9 +229,6 @@ class _WorkerPool:
             if thread.is_alive():
                 thread.join(WORKER_JOIN_TIMEOUT_S)
 
-    def alive(self) -> int:
-        return sum(thread.is_alive() for thread in self._threads)
-
 
 def serve_schedule(
     schedule: Schedule,
