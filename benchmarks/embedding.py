@@ -25,6 +25,7 @@ from recjax.huge_pages import back_with_huge_pages
 from recjax.layers.embedding_bag import LOWERINGS, EmbeddingBagCollection
 from recjax.logdir import default_logdir, prepare_logdir, write_json
 from recjax.memory import InsufficientMemoryError, check_memory
+from recjax.model_setup import HUGE_PAGES_FLAG_HELP
 from recjax.summary_writer import SummaryWriter
 from recjax.timing import TimingBudget
 
@@ -53,12 +54,7 @@ _MAX_SECONDS = flags.DEFINE_float("max_seconds", 5.0, "Longest timing per case (
 _CEILING_ROWS = flags.DEFINE_integer(
     "ceiling_rows", 10_000_000, "Random rows gathered per repeat of the ceiling probe."
 )
-_HUGE_PAGES = flags.DEFINE_bool(
-    "huge_pages",
-    True,
-    "Move the embedding tables into 2 MiB transparent huge pages after building them "
-    "(recjax/huge_pages.py: fewer TLB misses on random rows); --nohuge_pages keeps 4 KiB pages.",
-)
+_HUGE_PAGES = flags.DEFINE_bool("huge_pages", True, HUGE_PAGES_FLAG_HELP)
 _LOGDIR = flags.DEFINE_string(
     "logdir", None, "Where results.json and event files go; default runs/embedding/<model>-<time>."
 )
@@ -128,7 +124,7 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     bags = EmbeddingBagCollection(config.tables, lowering="gather_sum", rngs=nnx.Rngs(_SEED.value))
     print(f"built the tables in {time.perf_counter() - start:.1f} s")
-    huge_pages = "not requested (--nohuge_pages)"
+    huge_pages = "4 KiB pages (--nohuge_pages)"
     if _HUGE_PAGES.value:
         start = time.perf_counter()
         huge_pages = back_with_huge_pages(bags.weight[...])

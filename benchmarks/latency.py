@@ -14,20 +14,17 @@ import json
 import os
 import shlex
 import sys
-import time
 
 import jax
 from absl import app, flags
-from flax import nnx
 
 import configs
 from recjax import latency_sweep
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
-from recjax.huge_pages import back_with_huge_pages
 from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
 from recjax.logdir import default_logdir, prepare_logdir, write_json
 from recjax.memory import GIB, InsufficientMemoryError, check_memory, peak_resident_bytes
-from recjax.models.dlrm import DLRM
+from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 from recjax.summary_writer import SummaryWriter
 from recjax.timing import TimingBudget
 
@@ -65,12 +62,7 @@ _EAGER_MAX_SECONDS = flags.DEFINE_float(
     5.0,
     "Time budget of eager timing per batch size (s): eager is slow, so it gets fewer calls.",
 )
-_HUGE_PAGES = flags.DEFINE_bool(
-    "huge_pages",
-    True,
-    "Move the embedding tables into 2 MiB transparent huge pages after building them "
-    "(recjax/huge_pages.py: fewer TLB misses on random rows); --nohuge_pages keeps 4 KiB pages.",
-)
+_HUGE_PAGES = flags.DEFINE_bool("huge_pages", True, HUGE_PAGES_FLAG_HELP)
 _LOGDIR = flags.DEFINE_string(
     "logdir", None, "Where results.json and event files go; default runs/latency/<model>-<time>."
 )
@@ -145,14 +137,7 @@ def main(argv: list[str]) -> None:
         f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
         f"per batch size, so fewer calls and a coarser p99 than jit"
     )
-    start = time.perf_counter()
-    model = DLRM(config, rngs=nnx.Rngs(settings.seed))
-    print(f"built the model in {time.perf_counter() - start:.1f} s")
-    huge_pages = "not requested (--nohuge_pages)"
-    if _HUGE_PAGES.value:
-        start = time.perf_counter()
-        huge_pages = back_with_huge_pages(model.sparse_arch.weight[...])
-        print(f"tables: {huge_pages} ({time.perf_counter() - start:.1f} s)")
+    model, huge_pages = build_model(config, settings.seed, _HUGE_PAGES.value)
 
     measurements = latency_sweep.run_sweep(model, settings)
     table = latency_sweep.format_table(config, measurements)

@@ -18,18 +18,16 @@ import json
 import os
 import shlex
 import sys
-import time
 
 import jax
 from absl import app, flags
-from flax import nnx
 
 import configs
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
-from recjax.layers.embedding_bag import LOWERINGS
+from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
 from recjax.logdir import default_logdir, prepare_logdir, write_json
 from recjax.memory import GIB, InsufficientMemoryError, check_memory, peak_resident_bytes
-from recjax.models.dlrm import DLRM
+from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 from recjax.serving import loadgen
 from recjax.serving.query_sizes import SPEC_HELP, QuerySizeDistribution
 from recjax.serving.workload import ModelWorkload
@@ -109,9 +107,11 @@ _WARMUP_CALLS = flags.DEFINE_integer(
 _EMBEDDING_LOWERING = flags.DEFINE_enum(
     "embedding_lowering",
     None,
-    sorted(LOWERINGS),
-    "Embedding-bag lowering; default: the preset's own.",
+    [AUTO, *sorted(LOWERINGS)],
+    "Embedding-bag lowering; default: the preset's own (auto: the native kernel when built, "
+    "else the best pure-JAX form).",
 )
+_HUGE_PAGES = flags.DEFINE_bool("huge_pages", True, HUGE_PAGES_FLAG_HELP)
 _LOGDIR = flags.DEFINE_string(
     "logdir", None, "Where results.json and event files go; default runs/loadgen/<model>-<time>."
 )
@@ -163,7 +163,7 @@ def _settings() -> loadgen.LoadSettings:
 def _hparams(config, settings: loadgen.LoadSettings) -> dict[str, bool | int | float | str]:
     return {
         "model": config.name,
-        "embedding_lowering": config.embedding_lowering,
+        "embedding_lowering": resolve_lowering(config.embedding_lowering)[0],
         "qps": settings.qps,
         "duration_s": settings.duration_s,
         "query_sizes": settings.query_sizes.spec,
@@ -187,8 +187,9 @@ def main(argv: list[str]) -> None:
         config = dataclasses.replace(config, embedding_lowering=_EMBEDDING_LOWERING.value)
     try:
         settings = _settings()
+        lowering, lowering_note = resolve_lowering(config.embedding_lowering)
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("loadgen", config.name))
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
     sizes = settings.compiled_sizes()
     smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
@@ -200,7 +201,7 @@ def main(argv: list[str]) -> None:
     fingerprint = machine_fingerprint()
     print(f"machine: {fingerprint_summary(fingerprint)}")
     print(f"model:   {config.name}: {config.architecture_summary()}")
-    print(f"         lowering {config.embedding_lowering}; compiled batch sizes {list(sizes)}")
+    print(f"         lowering {lowering} ({lowering_note}); compiled batch sizes {list(sizes)}")
     print(
         f"load:    Poisson arrivals, {settings.query_sizes.spec} items per query (clamped to "
         f"[1, {settings.max_query_size}]), sub_batch {list(settings.sub_batches)}, "
@@ -213,9 +214,7 @@ def main(argv: list[str]) -> None:
             f"{settings.search_max_runs} runs per sub_batch"
         )
     print(f"logdir:  {logdir}")
-    start = time.perf_counter()
-    model = DLRM(config, rngs=nnx.Rngs(settings.seed))
-    print(f"built the model in {time.perf_counter() - start:.1f} s")
+    model, huge_pages = build_model(config, settings.seed, _HUGE_PAGES.value)
     workload = ModelWorkload(model, sizes, seed=settings.seed, variants=_INPUT_VARIANTS.value)
     print(
         f"compiled {len(sizes)} batch sizes in {workload.compile_seconds:.1f} s and generated "
@@ -240,6 +239,8 @@ def main(argv: list[str]) -> None:
         "command": command,
         "model": config.name,
         "config": dataclasses.asdict(config),
+        "embedding_lowering": lowering,
+        "huge_pages": huge_pages,
         "settings": {
             **dataclasses.asdict(settings),
             "query_sizes": settings.query_sizes.spec,
