@@ -10,6 +10,7 @@ import configs
 from recjax.data import synthetic_batch, to_device
 from recjax.inference import CompiledPredictor, EagerPredictor, IdOutOfRangeError
 from recjax.models.dlrm import DLRM
+from tests.compile_counter import CompileCounter
 
 
 @pytest.fixture(scope="module")
@@ -22,26 +23,6 @@ def test_jit_equals_eager(model):
     compiled = CompiledPredictor(model, [5])(batch)
     eager = EagerPredictor(model)(batch)
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-7)
-
-
-class CompileCounter:
-    """Counts XLA backend compilations, reported by jax.monitoring."""
-
-    EVENT = "/jax/core/compile/backend_compile_duration"
-
-    def __init__(self):
-        self.count = 0
-
-    def __call__(self, event, duration_secs, **kwargs):
-        if event == self.EVENT:
-            self.count += 1
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self)
 
 
 def test_exactly_one_compile_per_batch_size(model):

@@ -10,7 +10,7 @@ from recjax.models.dlrm import DLRM
 from recjax.serving.loadgen import LoadSettings, run_point
 from recjax.serving.query_sizes import QuerySizeDistribution
 from recjax.serving.workload import ModelWorkload
-from tests.test_inference import CompileCounter
+from tests.compile_counter import CompileCounter
 
 
 @pytest.fixture(scope="module")
