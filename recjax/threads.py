@@ -36,6 +36,20 @@ def xla_intra_op_threads() -> int:
     return count
 
 
+def pin_threads(cores: list[int]) -> None:
+    """Makes XLA:CPU compute with one thread per core of `cores`, on those cores only.
+
+    Must run before the CPU backend initializes; raises RuntimeError if it has already started.
+    """
+    if xla_intra_op_threads():
+        raise RuntimeError(
+            "The XLA CPU backend has already started; the thread count must be set before the "
+            "first jax.devices() call or computation."
+        )
+    os.environ[XLA_CPU_THREADS_ENVIRONMENT] = str(len(cores))
+    os.sched_setaffinity(0, cores)
+
+
 def limit_threads(threads: int) -> list[int]:
     """Makes XLA:CPU compute with `threads` threads on `threads` cores; returns those cores.
 
@@ -49,12 +63,6 @@ def limit_threads(threads: int) -> list[int]:
             f"threads must be between 1 and the {len(usable)} cores this process may use "
             f"({usable}); got {threads}."
         )
-    if xla_intra_op_threads():
-        raise RuntimeError(
-            "The XLA CPU backend has already started; the thread count must be set before the "
-            "first jax.devices() call or computation."
-        )
     cores = usable[:threads]
-    os.environ[XLA_CPU_THREADS_ENVIRONMENT] = str(threads)
-    os.sched_setaffinity(0, cores)
+    pin_threads(cores)
     return cores
