@@ -13,11 +13,12 @@ does Ctrl-C in the parent (which re-raises KeyboardInterrupt after the cleanup).
 also asks the kernel to kill it if the parent dies (PR_SET_PDEATHSIG), so none outlives it.
 """
 
+import contextlib
 import ctypes
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import signal
 import time
 import traceback
@@ -145,8 +146,13 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _instance_main(spec: InstanceSpec, messages, go) -> None:
-    """The body of one instance process (runs in a spawned interpreter)."""
+def _instance_main(spec: InstanceSpec, connection) -> None:
+    """The body of one instance process (runs in a spawned interpreter).
+
+    Talks to the parent over its own pipe only (no lock shared with other instances, so an
+    instance killed at any moment cannot block the others): sends ("ready", fingerprint), waits
+    for the parent's go, sends ("result", latencies); or ("error", traceback) on any failure.
+    """
     _die_with_parent()
     try:
         from recjax import threads
@@ -169,8 +175,8 @@ def _instance_main(spec: InstanceSpec, messages, go) -> None:
         )
         for _ in range(WARMUP_CALLS):
             predictor(batch)
-        messages.put(("ready", spec.index, machine_fingerprint()))
-        go.wait()
+        connection.send(("ready", machine_fingerprint()))
+        connection.recv()  # the go: every instance is ready
         budget = TimingBudget(
             warmup=0,
             min_iterations=1,
@@ -179,9 +185,10 @@ def _instance_main(spec: InstanceSpec, messages, go) -> None:
             max_seconds=spec.duration_s,
         )
         latencies = time_calls(lambda: predictor(batch), budget)
-        messages.put(("result", spec.index, latencies))
+        connection.send(("result", latencies))
     except BaseException:  # noqa: BLE001 - any failure, Ctrl-C included, goes to the parent
-        messages.put(("error", spec.index, traceback.format_exc()))
+        with contextlib.suppress(OSError):  # unless the parent is gone
+            connection.send(("error", traceback.format_exc()))
         raise
 
 
@@ -200,39 +207,41 @@ def _stop(processes: list) -> None:
 
 
 def _collect(
-    messages, processes: list, kind: str, timeout_s: float, what: str
+    connections: list, processes: list, kind: str, timeout_s: float, what: str
 ) -> dict[int, object]:
     """Waits for a `kind` message from every instance; raises InstanceFailedError otherwise."""
     pending = set(range(len(processes)))
     payloads = {}
     deadline = time.monotonic() + timeout_s
     while pending:
-        try:
-            message_kind, index, payload = messages.get(timeout=0.2)
-        except queue.Empty:
-            dead = [i for i in sorted(pending) if not processes[i].is_alive()]
-            if dead:
-                try:  # a result sent just before exiting may still be on its way
-                    message_kind, index, payload = messages.get(timeout=1.0)
-                except queue.Empty:
-                    i = dead[0]
-                    raise InstanceFailedError(
-                        f"instance {i} (pid {processes[i].pid}) exited with code "
-                        f"{processes[i].exitcode} before {what}."
-                    ) from None
-            elif time.monotonic() > deadline:
-                raise InstanceFailedError(
-                    f"instances {sorted(pending)} did not finish {what} within {timeout_s:.0f} s."
-                ) from None
-            else:
-                continue
-        if message_kind == "error":
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise InstanceFailedError(
-                f"instance {index} (pid {processes[index].pid}) failed {what}:\n{payload}"
+                f"instances {sorted(pending)} did not finish {what} within {timeout_s:.0f} s."
             )
-        if message_kind == kind:
-            pending.discard(index)
-            payloads[index] = payload
+        waitables = [connections[i] for i in pending] + [processes[i].sentinel for i in pending]
+        ready = multiprocessing.connection.wait(waitables, timeout=min(remaining, 1.0))
+        for index in sorted(pending):
+            connection, process = connections[index], processes[index]
+            if connection not in ready and process.sentinel not in ready:
+                continue
+            try:
+                if not connection.poll():
+                    raise EOFError
+                message_kind, payload = connection.recv()
+            except (EOFError, OSError):
+                process.join(TERMINATE_GRACE_S)
+                raise InstanceFailedError(
+                    f"instance {index} (pid {process.pid}) exited with code {process.exitcode} "
+                    f"before {what}."
+                ) from None
+            if message_kind == "error":
+                raise InstanceFailedError(
+                    f"instance {index} (pid {process.pid}) failed {what}:\n{payload}"
+                )
+            if message_kind == kind:
+                pending.discard(index)
+                payloads[index] = payload
     return payloads
 
 
@@ -245,32 +254,37 @@ def run_instances(
     Raises InstanceFailedError if any instance fails; no process is left running either way.
     """
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
-    go = context.Event()
+    pipes = [context.Pipe() for _ in specs]
     processes = [
         context.Process(
             target=_instance_main,
-            args=(spec, messages, go),
+            args=(spec, child_end),
             name=f"recjax-colocation-{spec.index}",
             daemon=True,
         )
-        for spec in specs
+        for spec, (_, child_end) in zip(specs, pipes, strict=True)
     ]
+    connections = [parent_end for parent_end, _ in pipes]
     try:
-        for spec, process in zip(specs, processes, strict=True):
+        for spec, process, (_, child_end) in zip(specs, processes, pipes, strict=True):
             process.start()
+            child_end.close()  # the child holds its own copy; EOF here means the child is gone
             progress(f"  instance {spec.index}: pid {process.pid}, cores {list(spec.cores)}")
-        fingerprints = _collect(messages, processes, "ready", READY_TIMEOUT_S, "building its model")
-        progress(f"  all {len(specs)} ready; timing for {max(s.duration_s for s in specs):g} s")
-        go.set()
+        fingerprints = _collect(
+            connections, processes, "ready", READY_TIMEOUT_S, "building its model"
+        )
         duration = max(spec.duration_s for spec in specs)
+        progress(f"  all {len(specs)} ready; timing for {duration:g} s")
+        for connection in connections:
+            with contextlib.suppress(OSError):  # a dead instance: collecting will say so
+                connection.send("go")
         latencies = _collect(
-            messages, processes, "result", duration + RESULT_MARGIN_S, "the timed calls"
+            connections, processes, "result", duration + RESULT_MARGIN_S, "the timed calls"
         )
     finally:
         _stop(processes)
-        messages.close()
-        messages.cancel_join_thread()
+        for connection in connections:
+            connection.close()
     return [
         InstanceResult(
             spec, process.pid, np.asarray(latencies[spec.index]), fingerprints[spec.index]
