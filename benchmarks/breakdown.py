@@ -47,6 +47,13 @@ _MIN_SECONDS = flags.DEFINE_float("min_seconds", 1.0, "Shortest timing per progr
 _MAX_SECONDS = flags.DEFINE_float(
     "max_seconds", 5.0, "Longest timing per program (s); overrides --min_iterations."
 )
+_ROUNDS = flags.DEFINE_integer(
+    "rounds",
+    5,
+    "The programs of a batch size are timed side by side, in this many interleaved rounds, each "
+    "with 1/rounds of the budget above.",
+    lower_bound=1,
+)
 _PROFILE = flags.DEFINE_bool(
     "profile",
     False,
@@ -99,7 +106,9 @@ def main(argv: list[str]) -> None:
     model = DLRM(config, rngs=nnx.Rngs(_SEED.value))
     print(f"built the model in {time.perf_counter() - start:.1f} s")
 
-    breakdowns = breakdown.measure_breakdowns(model, batch_sizes, budget, _SEED.value)
+    breakdowns = breakdown.measure_breakdowns(
+        model, batch_sizes, budget, _SEED.value, rounds=_ROUNDS.value
+    )
     if _PROFILE.value:
         print("profiling 10 end-to-end calls per batch size ...")
         breakdown.profile_end_to_end(model, batch_sizes, logdir, _SEED.value)
@@ -119,6 +128,7 @@ def main(argv: list[str]) -> None:
             "config": dataclasses.asdict(config),
             "cost": config.cost(),
             "budget": dataclasses.asdict(budget),
+            "rounds": _ROUNDS.value,
             "fingerprint": fingerprint,
             "peak_resident_bytes": peak,
             "share_sum_tolerance": breakdown.SHARE_SUM_TOLERANCE,

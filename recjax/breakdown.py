@@ -9,6 +9,8 @@ before it:
     interaction  [B, H], [B, T, D] -> [B, W]
     top_mlp      over arch and sigmoid: [B, W] -> probabilities [B]
 
+The stage programs, the end-to-end program and the stages' no-op twins (below) are timed side by
+side, in interleaved rounds, so that a slow spell of a shared machine falls on all of them alike.
 The end-to-end time is that of `CompiledPredictor`, the program `benchmarks.latency` times: all
 stages in one program plus the id range check and its one-scalar read-back. A stage's share is its
 median time over the end-to-end median; "rest" is what is left, 1 - sum of the stage shares. The
@@ -28,6 +30,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from recjax.data import synthetic_batch, to_device
@@ -173,14 +176,44 @@ def _noop_call(arguments: tuple) -> Callable[[], jax.Array]:
     return functools.partial(compiled, *arguments)
 
 
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], budget: TimingBudget, rounds: int
+) -> dict[str, np.ndarray]:
+    """Per-call latencies (s) of every call, timed in `rounds` interleaved rounds.
+
+    Each round times every call in turn for 1/rounds of the budget, so that a slow spell of a
+    shared machine falls on all of them alike instead of on whichever was being timed. The warm-up
+    calls run once, in the first round.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1; got {rounds}.")
+    chunk = TimingBudget(
+        warmup=0,
+        min_iterations=max(1, -(-budget.min_iterations // rounds)),
+        max_iterations=max(1, budget.max_iterations // rounds),
+        min_seconds=budget.min_seconds / rounds,
+        max_seconds=budget.max_seconds / rounds,
+    )
+    first = dataclasses.replace(chunk, warmup=budget.warmup)
+    latencies = {name: [] for name in calls}
+    for round_index in range(rounds):
+        for name, call in calls.items():
+            latencies[name].append(time_calls(call, first if round_index == 0 else chunk))
+    return {name: np.concatenate(parts) for name, parts in latencies.items()}
+
+
 def measure_breakdowns(
     model: DLRM,
     batch_sizes: tuple[int, ...],
     budget: TimingBudget,
     seed: int,
     progress: Callable[[str], None] = print,
+    rounds: int = 5,
 ) -> list[Breakdown]:
-    """Times every stage, its call overhead and the end-to-end predict per batch size."""
+    """Times every stage, its call overhead and the end-to-end predict per batch size.
+
+    The programs of one batch size are timed side by side in `rounds` interleaved rounds.
+    """
     predictor = CompiledPredictor(model)
     programs = StagePrograms(model)
     breakdowns = []
@@ -193,10 +226,11 @@ def measure_breakdowns(
         for stage, (call, noop) in programs.calls(batch).items():
             calls[stage] = call
             calls[f"{stage}_call_overhead"] = noop
-        stats = {}
-        for name, call in calls.items():
-            progress(f"{step}: timing {name} ...")
-            stats[name] = LatencyStats.from_seconds(time_calls(call, budget))
+        progress(f"{step}: timing {len(calls)} programs in {rounds} interleaved rounds ...")
+        stats = {
+            name: LatencyStats.from_seconds(latencies)
+            for name, latencies in time_interleaved(calls, budget, rounds).items()
+        }
         overhead = sum(stats[f"{stage}_call_overhead"].p50_ms for stage in STAGES)
         breakdown = Breakdown(
             batch_size=batch_size,

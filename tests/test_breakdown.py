@@ -13,6 +13,7 @@ from recjax.breakdown import (
     StagePrograms,
     format_table,
     measure_breakdowns,
+    time_interleaved,
 )
 from recjax.data import synthetic_batch, to_device
 from recjax.inference import CompiledPredictor
@@ -112,3 +113,12 @@ def test_a_dominant_stage_is_attributed_to_it(config, expected):
     assert result.dominant_stage == expected
     assert result.shares[expected] > 0.5
     assert abs(sum(result.shares.values()) - 1.0) <= SHARE_SUM_TOLERANCE
+
+
+def test_programs_are_timed_in_interleaved_rounds():
+    log = []
+    calls = {"a": lambda: log.append("a"), "b": lambda: log.append("b")}
+    budget = TimingBudget(warmup=2, min_iterations=6, min_seconds=0.0, max_seconds=10.0)
+    latencies = time_interleaved(calls, budget, rounds=3)
+    assert {name: len(values) for name, values in latencies.items()} == {"a": 6, "b": 6}
+    assert "".join(log) == "aaaabbbbaabbaabb"  # warm-up in the first round only
