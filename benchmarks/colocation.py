@@ -43,6 +43,13 @@ _ROWS_SCALE = flags.DEFINE_float(
     "Scale every table's rows by this factor in (0, 1] (the preset's name gets a -rows<scale> "
     "suffix), so that N copies fit in memory.",
 )
+_CORES_PER_INSTANCE = flags.DEFINE_integer(
+    "cores_per_instance",
+    None,
+    "Cores (and XLA threads) of each instance, disjoint while they suffice, shared beyond; "
+    "default: the usable cores split evenly among the N instances.",
+    lower_bound=1,
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and batches (plus the instance).")
 _LOGDIR = flags.DEFINE_string(
     "logdir", None, "Where results.json and event files go; default runs/colocation/<model>-<time>."
@@ -70,13 +77,18 @@ def main(argv: list[str]) -> None:
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("colocation", config.name))
     except ValueError as error:
         raise app.UsageError(str(error)) from error
+    usable = sorted(os.sched_getaffinity(0))
+    if _CORES_PER_INSTANCE.value is not None and _CORES_PER_INSTANCE.value > len(usable):
+        raise app.UsageError(
+            f"--cores_per_instance must be at most the {len(usable)} usable cores; got "
+            f"{_CORES_PER_INSTANCE.value}."
+        )
     try:
         needed = colocation.check_memory(config, max(counts), _BATCH_SIZE.value)
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")
     # The parent never starts JAX (it would start threads of its own); every instance records
     # its own fingerprint (its cores and XLA threads included) in results.json.
-    usable = sorted(os.sched_getaffinity(0))
     print(f"machine: {len(usable)} usable cores {usable}; {os.cpu_count()} logical CPUs")
     print(f"model:   {config.name}: {config.architecture_summary()}")
     if _ROWS_SCALE.value != 1:
@@ -92,7 +104,13 @@ def main(argv: list[str]) -> None:
     print(f"logdir:  {logdir}")
     try:
         runs = colocation.run_colocation(
-            config, counts, _BATCH_SIZE.value, _DURATION_S.value, _SEED.value, usable
+            config,
+            counts,
+            _BATCH_SIZE.value,
+            _DURATION_S.value,
+            _SEED.value,
+            usable,
+            _CORES_PER_INSTANCE.value,
         )
     except colocation.InstanceFailedError as error:
         sys.exit(f"error: {error}\nAll instances have been stopped.")
@@ -114,6 +132,7 @@ def main(argv: list[str]) -> None:
         "rows_scale": _ROWS_SCALE.value,
         "seed": _SEED.value,
         "usable_cores": usable,
+        "cores_per_instance": _CORES_PER_INSTANCE.value,
     }
     results_path = os.path.join(logdir, "results.json")
     write_json(

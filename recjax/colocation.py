@@ -47,20 +47,32 @@ class InstanceFailedError(RuntimeError):
     """An instance failed, died or timed out; every instance has been stopped."""
 
 
-def plan_cores(instances: int, usable_cores: Sequence[int]) -> tuple[list[list[int]], bool]:
+def plan_cores(
+    instances: int, usable_cores: Sequence[int], cores_per_instance: int | None = None
+) -> tuple[list[list[int]], bool]:
     """The cores of each instance, and whether instances share cores (oversubscribed).
 
-    With at least as many cores as instances, each gets its own len(cores) // instances cores
-    (leftover cores stay idle, so every instance has the same share). With fewer, each gets one
-    core, round robin.
+    Without `cores_per_instance`, the cores are split evenly: with at least as many cores as
+    instances, each gets its own len(cores) // instances cores (leftover cores stay idle, so every
+    instance has the same share); with fewer, each gets one core, round robin. With
+    `cores_per_instance` = C, each gets C cores: disjoint while instances * C cores suffice, round
+    robin (shared) beyond.
     """
     cores = sorted(usable_cores)
     if instances < 1 or not cores:
         raise ValueError(f"Need instances >= 1 and some cores; got {instances}, {cores}.")
-    if instances <= len(cores):
-        per_instance = len(cores) // instances
-        return [cores[i * per_instance : (i + 1) * per_instance] for i in range(instances)], False
-    return [[cores[i % len(cores)]] for i in range(instances)], True
+    if cores_per_instance is None:
+        cores_per_instance = max(1, len(cores) // instances)
+    if not 1 <= cores_per_instance <= len(cores):
+        raise ValueError(
+            f"cores_per_instance must be between 1 and the {len(cores)} usable cores; got "
+            f"{cores_per_instance}."
+        )
+    plan = [
+        [cores[(i * cores_per_instance + j) % len(cores)] for j in range(cores_per_instance)]
+        for i in range(instances)
+    ]
+    return plan, instances * cores_per_instance > len(cores)
 
 
 def scale_rows(config: DLRMConfig, rows_scale: float) -> DLRMConfig:
@@ -313,12 +325,13 @@ def run_colocation(
     duration_s: float,
     seed: int,
     usable_cores: Sequence[int],
+    cores_per_instance: int | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[ColocationRun]:
     """For each N in `instance_counts`, runs N instances at once, one N after another."""
     runs = []
     for count in instance_counts:
-        core_sets, oversubscribed = plan_cores(count, usable_cores)
+        core_sets, oversubscribed = plan_cores(count, usable_cores, cores_per_instance)
         shared = " (oversubscribed: instances share cores)" if oversubscribed else ""
         progress(f"N={count}: starting {count} instance(s) of {config.name}{shared}")
         specs = [

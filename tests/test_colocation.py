@@ -36,6 +36,23 @@ def test_plan_cores(instances, cores, expected, oversubscribed):
     assert plan_cores(instances, cores) == (expected, oversubscribed)
 
 
+@pytest.mark.parametrize(
+    ("instances", "per_instance", "expected", "oversubscribed"),
+    [
+        (1, 1, [[0]], False),
+        (2, 1, [[0], [1]], False),
+        (4, 1, [[0], [1], [0], [1]], True),
+        (2, 2, [[0, 1], [0, 1]], True),
+    ],
+)
+def test_plan_cores_with_fixed_cores_per_instance(
+    instances, per_instance, expected, oversubscribed
+):
+    assert plan_cores(instances, [0, 1], per_instance) == (expected, oversubscribed)
+    with pytest.raises(ValueError, match="cores_per_instance must be between 1 and the 2"):
+        plan_cores(1, [0, 1], 3)
+
+
 def test_scale_rows():
     full = configs.get("rmc2")
     half = scale_rows(full, 0.5)
