@@ -93,8 +93,8 @@ def main(argv: list[str]) -> None:
     print(f"model:   {config.name}: {config.architecture_summary()}")
     if _ROWS_SCALE.value != 1:
         print(
-            f"         a SCALED preset: every table has {_ROWS_SCALE.value:g} of the rows of "
-            f"{_MODEL.value}, so that {max(counts)} copies fit in memory"
+            f"         a SCALED preset (--rows_scale={_ROWS_SCALE.value:g}): every table has "
+            f"{_ROWS_SCALE.value:g} of the rows of {_MODEL.value}; not the full-size model"
         )
     print(
         f"         {config.parameter_bytes / GIB:.2f} GiB of parameters per instance; "
