@@ -3,9 +3,9 @@
 Each instance is a process started with `spawn` (a fresh interpreter: no JAX state is inherited).
 It pins itself to its cores and sizes XLA's thread pool to them before JAX starts, builds its own
 model, compiles and warms up, reports ready and waits; once every instance is ready, all start
-together and each times its own calls for the same duration. Cores are split into disjoint sets
-when there are at least as many cores as instances; otherwise instances share cores (one each,
-round robin) and the run is marked oversubscribed.
+together and each times its own calls for the same duration. Each instance gets its own cores
+(by default the usable cores split evenly, or a fixed number each) while there are enough; beyond,
+instances share cores round robin and the run is marked oversubscribed (`plan_cores`).
 
 Processes are always cleaned up: an instance that fails (an exception, or an exit without a
 result) stops the others and raises `InstanceFailedError` naming it; so does a timeout, and so
