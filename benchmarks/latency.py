@@ -19,7 +19,7 @@ import jax
 from absl import app, flags
 
 import configs
-from recjax import latency_sweep
+from recjax import latency_bound, latency_sweep, threads
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
 from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
 from recjax.logdir import default_logdir, prepare_logdir, write_json
@@ -66,6 +66,23 @@ _HUGE_PAGES = flags.DEFINE_bool("huge_pages", True, HUGE_PAGES_FLAG_HELP)
 _LOGDIR = flags.DEFINE_string(
     "logdir", None, "Where results.json and event files go; default runs/latency/<model>-<time>."
 )
+_THREADS = flags.DEFINE_integer(
+    "threads",
+    None,
+    "XLA:CPU compute threads: sets PJRT_NPROC and pins the process to that many cores before "
+    "the backend starts; default: XLA's own (one per usable core).",
+    lower_bound=1,
+)
+_P99_TARGET_MS = flags.DEFINE_float(
+    "p99_target_ms",
+    None,
+    "If set, report per mode the batch size of highest throughput whose p99 is at most this.",
+)
+flags.register_validator(
+    "p99_target_ms",
+    lambda value: value is None or value > 0,
+    message="--p99_target_ms must be a positive number of milliseconds.",
+)
 
 
 def _positive_integers(values: list[str]) -> bool:
@@ -107,6 +124,12 @@ def _settings() -> latency_sweep.SweepSettings:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _THREADS.value is not None:
+        try:
+            cores = threads.limit_threads(_THREADS.value)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
+        print(f"threads: {_THREADS.value} (PJRT_NPROC={_THREADS.value}, pinned to cores {cores})")
     jax.config.update("jax_platforms", CPU_PLATFORM)
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once, also when piped
     config = configs.get(_MODEL.value)
@@ -145,6 +168,9 @@ def main(argv: list[str]) -> None:
     command = shlex.join(
         [sys.executable.split(os.sep)[-1], "-m", "benchmarks.latency", *sys.argv[1:]]
     )
+    best = None
+    if _P99_TARGET_MS.value is not None:
+        best = latency_bound.best_under_p99(measurements, _P99_TARGET_MS.value)
     results = {
         "benchmark": "latency",
         "command": command,
@@ -157,6 +183,8 @@ def main(argv: list[str]) -> None:
         "fingerprint": fingerprint,
         "peak_resident_bytes": peak,
         "results": [m.to_json() for m in measurements],
+        "threads": _THREADS.value,
+        "latency_bound": best and latency_bound.to_json(best, _P99_TARGET_MS.value),
     }
     results_path = os.path.join(logdir, "results.json")
     write_json(results_path, results)
@@ -172,9 +200,13 @@ def main(argv: list[str]) -> None:
             },
             trial_id=os.path.basename(logdir),
         )
+        if best is not None:
+            latency_bound.write_summaries(writer, best, _P99_TARGET_MS.value)
     print()
     print(table)
     print()
+    if best is not None:
+        print(latency_bound.format_best(best, _P99_TARGET_MS.value))
     print(f"peak resident memory: {peak / GIB:.2f} GiB")
     print(f"results:     {results_path}")
     print(f"tensorboard: tensorboard --logdir {logdir}")

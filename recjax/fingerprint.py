@@ -13,6 +13,7 @@ import socket
 import jax
 
 from recjax.memory import GIB
+from recjax.threads import xla_intra_op_threads
 
 # Environment variables that change how many threads XLA, Eigen, OpenMP or BLAS use.
 THREAD_ENVIRONMENT = (
@@ -24,6 +25,8 @@ THREAD_ENVIRONMENT = (
     "TF_NUM_INTRAOP_THREADS",
     "JAX_PLATFORMS",
     "JAX_NUM_CPU_DEVICES",
+    "PJRT_NPROC",
+    "NPROC",
 )
 
 # The instruction-set extensions that matter for gathers and matrix multiplies.
@@ -90,6 +93,8 @@ def machine_fingerprint() -> dict[str, object]:
         "numpy": _version("numpy"),
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(device) for device in jax.devices()],
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "xla_intra_op_threads": xla_intra_op_threads(),  # counted after jax.devices() started it
         "thread_environment": {name: os.environ.get(name, "") for name in THREAD_ENVIRONMENT},
     }
 
@@ -106,5 +111,6 @@ def fingerprint_summary(fingerprint: dict[str, object]) -> str:
     return (
         f"{fingerprint['cpu_model']}, {fingerprint['usable_cpus']} usable cores, {caches}, "
         f"{vector}, {fingerprint['memory_total_gib']} GiB; jax {fingerprint['jax']}, "
-        f"jaxlib {fingerprint['jaxlib']}, flax {fingerprint['flax']}; XLA_FLAGS: {xla_flags}"
+        f"jaxlib {fingerprint['jaxlib']}, flax {fingerprint['flax']}; XLA_FLAGS: {xla_flags}; "
+        f"XLA threads: {fingerprint.get('xla_intra_op_threads', '?')}"
     )

@@ -1,0 +1,168 @@
+r"""Co-location: N independent inference processes at once, per N; latency cost and throughput gain.
+
+    python -m benchmarks.colocation --model=rmc2 --instances=1,2,4 --rows_scale=0.5
+    python -m benchmarks.colocation --model=rmc1-tiny --instances=1,2 --duration_s=3
+
+Each instance is its own process with its own model, looping on its own batches for --duration_s,
+pinned to its own cores when there are enough (else sharing them, marked oversubscribed). Prints
+each instance's p50/p99 and slowdown against N=1, and the aggregate throughput per N; writes
+results.json and TensorBoard event files (scalars with N as the step) into --logdir:
+
+    tensorboard --logdir runs/colocation
+
+N copies of a full preset may not fit in memory: the run is refused before starting, naming a
+--rows_scale that fits. Processes are always stopped, on failure of one instance and on Ctrl-C.
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+
+from absl import app, flags
+
+import configs
+from recjax import colocation
+from recjax.fingerprint import fingerprint_summary
+from recjax.logdir import default_logdir, prepare_logdir, write_json
+from recjax.memory import GIB, InsufficientMemoryError
+from recjax.summary_writer import SummaryWriter
+
+_MODEL = flags.DEFINE_enum("model", "rmc2", configs.names(), "Model preset of every instance.")
+_INSTANCES = flags.DEFINE_list(
+    "instances", ["1", "2", "4"], "Comma-separated instance counts N, run one after another."
+)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Batch size of every call.", lower_bound=1)
+_DURATION_S = flags.DEFINE_float(
+    "duration_s", 10.0, "Seconds each instance times its calls, all at once.", lower_bound=0.1
+)
+_ROWS_SCALE = flags.DEFINE_float(
+    "rows_scale",
+    1.0,
+    "Scale every table's rows by this factor in (0, 1] (the preset's name gets a -rows<scale> "
+    "suffix), so that N copies fit in memory.",
+)
+_CORES_PER_INSTANCE = flags.DEFINE_integer(
+    "cores_per_instance",
+    None,
+    "Cores (and XLA threads) of each instance, disjoint while they suffice, shared beyond; "
+    "default: the usable cores split evenly among the N instances.",
+    lower_bound=1,
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and batches (plus the instance).")
+_LOGDIR = flags.DEFINE_string(
+    "logdir", None, "Where results.json and event files go; default runs/colocation/<model>-<time>."
+)
+
+flags.register_validator(
+    "instances",
+    lambda values: bool(values) and all(v.strip().isdigit() and int(v) > 0 for v in values),
+    message="--instances must be a non-empty comma-separated list of positive integers.",
+)
+flags.register_validator(
+    "rows_scale",
+    lambda value: 0 < value <= 1,
+    message="--rows_scale must be in (0, 1].",
+)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    sys.stdout.reconfigure(line_buffering=True)
+    config = colocation.scale_rows(configs.get(_MODEL.value), _ROWS_SCALE.value)
+    counts = tuple(dict.fromkeys(int(value) for value in _INSTANCES.value))
+    try:
+        logdir = prepare_logdir(_LOGDIR.value or default_logdir("colocation", config.name))
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    usable = sorted(os.sched_getaffinity(0))
+    if _CORES_PER_INSTANCE.value is not None and _CORES_PER_INSTANCE.value > len(usable):
+        raise app.UsageError(
+            f"--cores_per_instance must be at most the {len(usable)} usable cores; got "
+            f"{_CORES_PER_INSTANCE.value}."
+        )
+    try:
+        needed = colocation.check_memory(config, max(counts), _BATCH_SIZE.value)
+    except InsufficientMemoryError as error:
+        sys.exit(f"error: {error}")
+    # The parent never starts JAX (it would start threads of its own); every instance records
+    # its own fingerprint (its cores and XLA threads included) in results.json.
+    print(f"machine: {len(usable)} usable cores {usable}; {os.cpu_count()} logical CPUs")
+    print(f"model:   {config.name}: {config.architecture_summary()}")
+    if _ROWS_SCALE.value != 1:
+        print(
+            f"         a SCALED preset (--rows_scale={_ROWS_SCALE.value:g}): every table has "
+            f"{_ROWS_SCALE.value:g} of the rows of {_MODEL.value}; not the full-size model"
+        )
+    print(
+        f"         {config.parameter_bytes / GIB:.2f} GiB of parameters per instance; "
+        f"{max(counts)} instances need about {needed / GIB:.1f} GiB"
+    )
+    print(f"batch {_BATCH_SIZE.value}, {_DURATION_S.value:g} s of timed calls per N")
+    print(f"logdir:  {logdir}")
+    try:
+        runs = colocation.run_colocation(
+            config,
+            counts,
+            _BATCH_SIZE.value,
+            _DURATION_S.value,
+            _SEED.value,
+            usable,
+            _CORES_PER_INSTANCE.value,
+        )
+    except colocation.InstanceFailedError as error:
+        sys.exit(f"error: {error}\nAll instances have been stopped.")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: all instances have been stopped.")
+
+    title = (
+        f"{config.name}: {config.architecture_summary()}; batch {_BATCH_SIZE.value}, "
+        f"{_DURATION_S.value:g} s per N"
+    )
+    table = colocation.format_table(title, runs)
+    command = shlex.join(
+        [sys.executable.split(os.sep)[-1], "-m", "benchmarks.colocation", *sys.argv[1:]]
+    )
+    settings = {
+        "instances": list(counts),
+        "batch_size": _BATCH_SIZE.value,
+        "duration_s": _DURATION_S.value,
+        "rows_scale": _ROWS_SCALE.value,
+        "seed": _SEED.value,
+        "usable_cores": usable,
+        "cores_per_instance": _CORES_PER_INSTANCE.value,
+    }
+    results_path = os.path.join(logdir, "results.json")
+    write_json(
+        results_path,
+        {
+            "benchmark": "colocation",
+            "command": command,
+            "model": config.name,
+            "scaled_from": _MODEL.value if _ROWS_SCALE.value != 1 else None,
+            "config": dataclasses.asdict(config),
+            "cost": config.cost(),
+            "settings": settings,
+            "results": colocation.to_json(runs),
+        },
+    )
+    with SummaryWriter(logdir) as writer:
+        colocation.write_summaries(writer, runs)
+        writer.text("config", f"`{config.architecture_summary()}`\n\n```\n{config}\n```")
+        writer.text("settings", "```\n" + json.dumps(settings, indent=2) + "\n```")
+        writer.text("results", f"`{command}`\n\n```\n{table}\n```")
+    print()
+    first = runs[0]
+    print(f"machine (instance 0 of N={first.instances}): ", end="")
+    print(fingerprint_summary(first.results[0].fingerprint))
+    print(table)
+    print()
+    print("slowdown: the instance's p50 (p99) over the N=1 instance's; samples/s: batch / mean.")
+    print(f"results:     {results_path}")
+    print(f"tensorboard: tensorboard --logdir {logdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
