@@ -15,26 +15,49 @@
 
 namespace {
 
-constexpr int64_t kPrefetchDistance = 32;
+constexpr int64_t kPrefetchDistance = 16;
 constexpr int64_t kCacheLineBytes = 64;
 
+// kDim > 0 fixes the row width at compile time, so that the sum stays in vector registers (the
+// same advantage the embedding-bag kernel has); kDim == 0 reads it from `dim`.
+template <int64_t kDim>
 double GatherRange(const float* table, int64_t dim, const int32_t* row_ids, int64_t first,
                    int64_t last) {
-  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(float));
-  std::vector<float> sum(dim, 0.0f);
+  const int64_t width = kDim > 0 ? kDim : dim;
+  const int64_t row_bytes = width * static_cast<int64_t>(sizeof(float));
+  std::vector<float> dynamic_sum(kDim > 0 ? 0 : width, 0.0f);
+  float fixed_sum[kDim > 0 ? kDim : 1] = {};
+  float* sum = kDim > 0 ? fixed_sum : dynamic_sum.data();
   for (int64_t i = first; i < last; ++i) {
     if (i + kPrefetchDistance < last) {
-      const char* ahead = reinterpret_cast<const char*>(table + row_ids[i + kPrefetchDistance] * dim);
+      const char* ahead =
+          reinterpret_cast<const char*>(table + row_ids[i + kPrefetchDistance] * width);
       for (int64_t offset = 0; offset < row_bytes; offset += kCacheLineBytes) {
         __builtin_prefetch(ahead + offset, 0, 3);
       }
     }
-    const float* row = table + static_cast<int64_t>(row_ids[i]) * dim;
-    for (int64_t d = 0; d < dim; ++d) sum[d] += row[d];
+    const float* row = table + static_cast<int64_t>(row_ids[i]) * width;
+    for (int64_t d = 0; d < width; ++d) sum[d] += row[d];
   }
   double total = 0;
-  for (float value : sum) total += value;
+  for (int64_t d = 0; d < width; ++d) total += sum[d];
   return total;
+}
+
+double GatherRangeAnyDim(const float* table, int64_t dim, const int32_t* row_ids, int64_t first,
+                         int64_t last) {
+  switch (dim) {
+    case 16:
+      return GatherRange<16>(table, dim, row_ids, first, last);
+    case 32:
+      return GatherRange<32>(table, dim, row_ids, first, last);
+    case 64:
+      return GatherRange<64>(table, dim, row_ids, first, last);
+    case 128:
+      return GatherRange<128>(table, dim, row_ids, first, last);
+    default:
+      return GatherRange<0>(table, dim, row_ids, first, last);
+  }
 }
 
 double StreamRange(const float* data, int64_t first, int64_t last) {
@@ -70,7 +93,7 @@ double InThreads(int threads, int64_t count, Work work) {
 extern "C" double recjax_gather_rows(const float* table, int64_t dim, const int32_t* row_ids,
                                      int64_t count, int threads) {
   return InThreads(threads, count, [&](int64_t first, int64_t last) {
-    return GatherRange(table, dim, row_ids, first, last);
+    return GatherRangeAnyDim(table, dim, row_ids, first, last);
   });
 }
 
