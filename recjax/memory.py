@@ -7,8 +7,13 @@ from recjax.models.dlrm import DLRMConfig
 
 GIB = 2**30
 
-# Room for the Python process, the XLA runtime and compiled programs, beyond parameters and batches.
-RUNTIME_OVERHEAD_BYTES = GIB // 2
+# Room for the Python process, the XLA runtime and compiled programs, beyond parameters and batches
+# (rmc3, with 2.6 GB of parameters and small activations, peaked at 3.70 GiB).
+RUNTIME_OVERHEAD_BYTES = GIB
+
+# Initializing one table holds its random bits, its values and the block being written at once:
+# rmc1 (512 MB tables) peaked at 6.05 GiB, 1.1 GiB above an estimate that counted one block.
+INIT_BLOCK_COPIES = 3
 
 
 class InsufficientMemoryError(RuntimeError):
@@ -33,18 +38,23 @@ def peak_resident_bytes() -> int:
 
 
 def estimated_peak_bytes(config: DLRMConfig, max_batch_size: int) -> int:
-    """Parameters, the largest table's initialization block, the largest batch and its activations.
+    """Parameters, the largest table's initialization, the largest batch and its activations.
 
     The activation term counts one [B, T, L, D] gather: the `gather_sum` lowering materializes it,
     the others need less, so this errs on the safe side.
     """
     largest_table = max(table.num_rows * table.dim for table in config.tables) * 4
+    initialization = INIT_BLOCK_COPIES * largest_table
     batch_inputs = (
         max_batch_size * (config.dense_features + config.num_tables * config.pooling_factor) * 4
     )
     activations = max_batch_size * config.embedding_bytes_per_sample
     return (
-        config.parameter_bytes + largest_table + batch_inputs + activations + RUNTIME_OVERHEAD_BYTES
+        config.parameter_bytes
+        + initialization
+        + batch_inputs
+        + activations
+        + RUNTIME_OVERHEAD_BYTES
     )
 
 
