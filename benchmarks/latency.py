@@ -2,6 +2,7 @@ r"""Compiled (jit) versus eager inference latency of one preset, per batch size.
 
     python -m benchmarks.latency --model=rmc2
     python -m benchmarks.latency --model=rmc3-tiny --batch_sizes=1,64 --modes=jit
+    python -m benchmarks.latency --model=rmc1 --modes=jit,torch   # needs pip install -e '.[torch]'
 
 Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), and
 writes results.json and TensorBoard event files into --logdir:
@@ -41,7 +42,8 @@ _MODES = flags.DEFINE_list(
     "modes",
     ["jit", "eager"],
     "Comma-separated modes: jit (AOT-compiled for the CPU backend), eager (the same function op "
-    "by op under jax.disable_jit).",
+    "by op under jax.disable_jit), torch (the same weights in an eager PyTorch DLRM with one "
+    "nn.EmbeddingBag per table; needs the torch extra; timed with the jit budget).",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and the synthetic batches.")
 _EMBEDDING_LOWERING = flags.DEFINE_enum(
@@ -117,9 +119,18 @@ def main(argv: list[str]) -> None:
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("latency", config.name))
     except ValueError as error:
         raise app.UsageError(str(error)) from error
+    threads = {"usable_cores": len(os.sched_getaffinity(0))}
+    if "torch" in settings.modes:
+        try:
+            from recjax.interop import torch_dlrm  # torch is an optional extra
+        except ImportError as error:
+            sys.exit(f"error: --modes=torch: {error}")
+        threads.update(torch_dlrm.set_torch_threads(threads["usable_cores"]))
     smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
     try:
-        needed = check_memory(config, max(settings.batch_sizes), smaller)
+        # The PyTorch model holds its own copy of every parameter.
+        torch_copies = int("torch" in settings.modes)
+        needed = check_memory(config, max(settings.batch_sizes), smaller, None, torch_copies)
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")
 
@@ -131,6 +142,13 @@ def main(argv: list[str]) -> None:
         f"{needed / GIB:.1f} GiB), lowering {config.embedding_lowering}"
     )
     print(f"logdir:  {logdir}")
+    torch_threads = (
+        f"; torch set_num_threads({threads['torch_num_threads']}), "
+        f"set_num_interop_threads({threads['torch_num_interop_threads']})"
+        if "torch_num_threads" in threads
+        else ""
+    )
+    print(f"threads: {threads['usable_cores']} usable cores; XLA uses all of them{torch_threads}")
     print(
         f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
         f"per batch size, so fewer calls and a coarser p99 than jit"
@@ -154,6 +172,7 @@ def main(argv: list[str]) -> None:
         "settings": dataclasses.asdict(settings),
         "fingerprint": fingerprint,
         "peak_resident_bytes": peak,
+        "threads": threads,
         "results": [m.to_json() for m in measurements],
     }
     results_path = os.path.join(logdir, "results.json")
