@@ -143,12 +143,15 @@ def main(argv: list[str]) -> None:
     )
     print(f"logdir:  {logdir}")
     torch_threads = (
-        f"; torch set_num_threads({threads['torch_num_threads']}), "
+        f"; torch {threads['torch_version']} set_num_threads({threads['torch_num_threads']}), "
         f"set_num_interop_threads({threads['torch_num_interop_threads']})"
         if "torch_num_threads" in threads
         else ""
     )
     print(f"threads: {threads['usable_cores']} usable cores; XLA uses all of them{torch_threads}")
+    # Other processes on the same cores slow every mode (torch's OpenMP threads most): say so.
+    load_average = {"start": os.getloadavg()[0]}
+    print(f"load:    1-minute load average {load_average['start']:.2f} at the start")
     print(
         f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
         f"per batch size, so fewer calls and a coarser p99 than jit"
@@ -160,6 +163,7 @@ def main(argv: list[str]) -> None:
     measurements = latency_sweep.run_sweep(model, settings)
     table = latency_sweep.format_table(config, measurements)
     peak = peak_resident_bytes()
+    load_average["end"] = os.getloadavg()[0]
     command = shlex.join(
         [sys.executable.split(os.sep)[-1], "-m", "benchmarks.latency", *sys.argv[1:]]
     )
@@ -173,6 +177,7 @@ def main(argv: list[str]) -> None:
         "fingerprint": fingerprint,
         "peak_resident_bytes": peak,
         "threads": threads,
+        "load_average_1min": load_average,
         "results": [m.to_json() for m in measurements],
     }
     results_path = os.path.join(logdir, "results.json")
@@ -193,6 +198,8 @@ def main(argv: list[str]) -> None:
     print(table)
     print()
     print(f"peak resident memory: {peak / GIB:.2f} GiB")
+    start_load, end_load = load_average["start"], load_average["end"]
+    print(f"load average: {start_load:.2f} at the start, {end_load:.2f} at the end")
     print(f"results:     {results_path}")
     print(f"tensorboard: tensorboard --logdir {logdir}")
 

@@ -86,6 +86,7 @@ def test_dot_interaction_order_matches_the_reference_dlrm():
 def test_set_torch_threads_reports_both_counts():
     cores = torch_dlrm.usable_cores()
     assert torch_dlrm.set_torch_threads(cores) == {
+        "torch_version": torch.__version__,
         "torch_num_threads": cores,
         "torch_num_interop_threads": cores,
     }
