@@ -119,13 +119,13 @@ def main(argv: list[str]) -> None:
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("latency", config.name))
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    threads = {"usable_cores": len(os.sched_getaffinity(0))}
+    thread_counts = {"usable_cores": len(os.sched_getaffinity(0))}
     if "torch" in settings.modes:
         try:
             from recjax.interop import torch_dlrm  # torch is an optional extra
         except ImportError as error:
             sys.exit(f"error: --modes=torch: {error}")
-        threads.update(torch_dlrm.set_torch_threads(threads["usable_cores"]))
+        thread_counts.update(torch_dlrm.set_torch_threads(thread_counts["usable_cores"]))
     smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
     try:
         # The PyTorch model holds its own copy of every parameter.
@@ -142,13 +142,14 @@ def main(argv: list[str]) -> None:
         f"{needed / GIB:.1f} GiB), lowering {config.embedding_lowering}"
     )
     print(f"logdir:  {logdir}")
-    torch_threads = (
-        f"; torch {threads['torch_version']} set_num_threads({threads['torch_num_threads']}), "
-        f"set_num_interop_threads({threads['torch_num_interop_threads']})"
-        if "torch_num_threads" in threads
-        else ""
-    )
-    print(f"threads: {threads['usable_cores']} usable cores; XLA uses all of them{torch_threads}")
+    threads_line = f"threads: {thread_counts['usable_cores']} usable cores; XLA uses all of them"
+    if "torch_num_threads" in thread_counts:
+        threads_line += (
+            f"; torch {thread_counts['torch_version']} "
+            f"set_num_threads({thread_counts['torch_num_threads']}), "
+            f"set_num_interop_threads({thread_counts['torch_num_interop_threads']})"
+        )
+    print(threads_line)
     # Other processes on the same cores slow every mode (torch's OpenMP threads most): say so.
     load_average = {"start": os.getloadavg()[0]}
     print(f"load:    1-minute load average {load_average['start']:.2f} at the start")
@@ -176,7 +177,7 @@ def main(argv: list[str]) -> None:
         "settings": dataclasses.asdict(settings),
         "fingerprint": fingerprint,
         "peak_resident_bytes": peak,
-        "threads": threads,
+        "thread_counts": thread_counts,
         "load_average_1min": load_average,
         "results": [m.to_json() for m in measurements],
     }

@@ -146,7 +146,7 @@ def test_torch_mode_runs_the_same_weights_and_records_threads(tmp_path):
     ]
     assert [(row[0], row[1]) for row in rows] == [("jit", "2"), ("torch", "2")]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["threads"] == {
+    assert results["thread_counts"] == {
         "usable_cores": cores,
         "torch_version": torch.__version__,
         "torch_num_threads": cores,
