@@ -128,9 +128,12 @@ def main(argv: list[str]) -> None:
         thread_counts.update(torch_dlrm.set_torch_threads(thread_counts["usable_cores"]))
     smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
     try:
-        # The PyTorch model holds its own copy of every parameter.
-        torch_copies = int("torch" in settings.modes)
-        needed = check_memory(config, max(settings.batch_sizes), smaller, None, torch_copies)
+        needed = check_memory(
+            config,
+            max(settings.batch_sizes),
+            smaller,
+            extra_parameter_copies=int("torch" in settings.modes),  # torch's own copy
+        )
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")
 

@@ -32,24 +32,20 @@ def peak_resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def estimated_peak_bytes(
-    config: DLRMConfig, max_batch_size: int, extra_parameter_copies: int = 0
-) -> int:
+def estimated_peak_bytes(config: DLRMConfig, max_batch_size: int) -> int:
     """Parameters, the largest table's initialization block, the largest batch and its activations.
 
     The activation term counts one [B, T, L, D] gather: the `gather_sum` lowering materializes it,
-    the others need less, so this errs on the safe side. `extra_parameter_copies` counts further
-    full copies of the parameters held beside the model's own (e.g. 1 for the PyTorch baseline).
+    the others need less, so this errs on the safe side.
     """
-    if extra_parameter_copies < 0:
-        raise ValueError(f"extra_parameter_copies must be >= 0; got {extra_parameter_copies}.")
     largest_table = max(table.num_rows * table.dim for table in config.tables) * 4
     batch_inputs = (
         max_batch_size * (config.dense_features + config.num_tables * config.pooling_factor) * 4
     )
     activations = max_batch_size * config.embedding_bytes_per_sample
-    parameters = config.parameter_bytes * (1 + extra_parameter_copies)
-    return parameters + largest_table + batch_inputs + activations + RUNTIME_OVERHEAD_BYTES
+    return (
+        config.parameter_bytes + largest_table + batch_inputs + activations + RUNTIME_OVERHEAD_BYTES
+    )
 
 
 def check_memory(
@@ -59,8 +55,17 @@ def check_memory(
     available_bytes: int | None = None,
     extra_parameter_copies: int = 0,
 ) -> int:
-    """The bytes the run needs; raises InsufficientMemoryError, naming both, if not available."""
-    needed = estimated_peak_bytes(config, max_batch_size, extra_parameter_copies)
+    """The bytes the run needs; raises InsufficientMemoryError, naming both, if not available.
+
+    `extra_parameter_copies` counts further full copies of the parameters held beside the model's
+    own (1 for the PyTorch baseline, whose model holds its own tables).
+    """
+    if extra_parameter_copies < 0:
+        raise ValueError(f"extra_parameter_copies must be >= 0; got {extra_parameter_copies}.")
+    needed = (
+        estimated_peak_bytes(config, max_batch_size)
+        + extra_parameter_copies * config.parameter_bytes
+    )
     available = available_memory_bytes() if available_bytes is None else available_bytes
     if needed > available:
         copies = f", held {1 + extra_parameter_copies} times" if extra_parameter_copies else ""
