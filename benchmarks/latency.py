@@ -2,6 +2,7 @@ r"""Compiled (jit) versus eager inference latency of one preset, per batch size.
 
     python -m benchmarks.latency --model=rmc2
     python -m benchmarks.latency --model=rmc3-tiny --batch_sizes=1,64 --modes=jit
+    python -m benchmarks.latency --model=rmc1 --modes=jit,torch   # needs pip install -e '.[torch]'
 
 Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), and
 writes results.json and TensorBoard event files into --logdir:
@@ -39,7 +40,8 @@ _MODES = flags.DEFINE_list(
     "modes",
     ["jit", "eager"],
     "Comma-separated modes: jit (AOT-compiled for the CPU backend), eager (the same function op "
-    "by op under jax.disable_jit).",
+    "by op under jax.disable_jit), torch (the same weights in an eager PyTorch DLRM with one "
+    "nn.EmbeddingBag per table; needs the torch extra; timed with the jit budget).",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and the synthetic batches.")
 _EMBEDDING_LOWERING = flags.DEFINE_enum(
@@ -141,9 +143,21 @@ def main(argv: list[str]) -> None:
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("latency", config.name))
     except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
+    thread_counts = {"usable_cores": len(os.sched_getaffinity(0))}
+    if "torch" in settings.modes:
+        try:
+            from recjax.interop import torch_dlrm  # torch is an optional extra
+        except ImportError as error:
+            sys.exit(f"error: --modes=torch: {error}")
+        thread_counts.update(torch_dlrm.set_torch_threads(thread_counts["usable_cores"]))
     smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
     try:
-        needed = check_memory(config, max(settings.batch_sizes), smaller)
+        needed = check_memory(
+            config,
+            max(settings.batch_sizes),
+            smaller,
+            extra_parameter_copies=int("torch" in settings.modes),  # torch's own copy
+        )
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")
 
@@ -156,6 +170,17 @@ def main(argv: list[str]) -> None:
     )
     print(f"         embedding-bag lowering: {lowering} ({lowering_note})")
     print(f"logdir:  {logdir}")
+    threads_line = f"threads: {thread_counts['usable_cores']} usable cores; XLA uses all of them"
+    if "torch_num_threads" in thread_counts:
+        threads_line += (
+            f"; torch {thread_counts['torch_version']} "
+            f"set_num_threads({thread_counts['torch_num_threads']}), "
+            f"set_num_interop_threads({thread_counts['torch_num_interop_threads']})"
+        )
+    print(threads_line)
+    # Other processes on the same cores slow every mode (torch's OpenMP threads most): say so.
+    load_average = {"start": os.getloadavg()[0]}
+    print(f"load:    1-minute load average {load_average['start']:.2f} at the start")
     print(
         f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
         f"per batch size, so fewer calls and a coarser p99 than jit"
@@ -165,6 +190,7 @@ def main(argv: list[str]) -> None:
     measurements = latency_sweep.run_sweep(model, settings)
     table = latency_sweep.format_table(config, measurements)
     peak = peak_resident_bytes()
+    load_average["end"] = os.getloadavg()[0]
     command = shlex.join(
         [sys.executable.split(os.sep)[-1], "-m", "benchmarks.latency", *sys.argv[1:]]
     )
@@ -182,6 +208,8 @@ def main(argv: list[str]) -> None:
         "settings": dataclasses.asdict(settings),
         "fingerprint": fingerprint,
         "peak_resident_bytes": peak,
+        "thread_counts": thread_counts,
+        "load_average_1min": load_average,
         "results": [m.to_json() for m in measurements],
         "threads": _THREADS.value,
         "latency_bound": best and latency_bound.to_json(best, _P99_TARGET_MS.value),
@@ -208,6 +236,8 @@ def main(argv: list[str]) -> None:
     if best is not None:
         print(latency_bound.format_best(best, _P99_TARGET_MS.value))
     print(f"peak resident memory: {peak / GIB:.2f} GiB")
+    start_load, end_load = load_average["start"], load_average["end"]
+    print(f"load average: {start_load:.2f} at the start, {end_load:.2f} at the end")
     print(f"results:     {results_path}")
     print(f"tensorboard: tensorboard --logdir {logdir}")
 

@@ -4,6 +4,8 @@ Modes:
   jit    the pure predict function, jitted for the CPU backend and compiled ahead of time per
          batch size (compile time reported on its own, outside the timed calls).
   eager  the same function on the same parameters and inputs, run op by op (`jax.disable_jit`).
+  torch  the same weights and inputs in an eager PyTorch DLRM (`recjax.interop.torch_dlrm`, one
+         nn.EmbeddingBag per table), timed with the jit budget; needs the optional torch extra.
 """
 
 import dataclasses
@@ -17,7 +19,7 @@ from recjax.models.dlrm import DLRM, DLRMConfig
 from recjax.summary_writer import SummaryWriter
 from recjax.timing import LatencyStats, TimingBudget, time_calls
 
-MODES = ("jit", "eager")
+MODES = ("jit", "eager", "torch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +43,7 @@ class SweepSettings:
             )
 
     def budget(self, mode: str) -> TimingBudget:
-        return self.jit_budget if mode == "jit" else self.eager_budget
+        return self.eager_budget if mode == "eager" else self.jit_budget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +83,11 @@ def run_sweep(
     """Measures every (batch size, mode) on the same synthetic batch per batch size."""
     config = model.config
     predictors = {"jit": CompiledPredictor(model), "eager": EagerPredictor(model)}
+    if "torch" in settings.modes:
+        from recjax.interop.torch_dlrm import TorchPredictor  # torch is an optional extra
+
+        progress(f"{config.name}: copying the weights into the PyTorch model ...")
+        predictors["torch"] = TorchPredictor(model)
     total = len(settings.batch_sizes) * len(settings.modes)
     measurements = []
     for batch_size in settings.batch_sizes:
@@ -96,8 +103,10 @@ def run_sweep(
                 progress(f"{step}: compiling ...")
                 compile_seconds = predictor.compile(batch_size)
             progress(f"{step}: timing ...")
-            output = np.asarray(predictor(batch))
-            latencies = time_calls(lambda: predictor(batch), settings.budget(mode))  # noqa: B023
+            # torch takes its own tensors, made once outside the timed calls like `batch` itself.
+            inputs = predictor.prepare(batch) if mode == "torch" else batch
+            output = np.asarray(predictor(inputs))
+            latencies = time_calls(lambda: predictor(inputs), settings.budget(mode))  # noqa: B023
             difference = None
             if mode == "jit":
                 jit_output = output
@@ -114,22 +123,28 @@ def run_sweep(
     return measurements
 
 
-def speedups(measurements: list[Measurement]) -> dict[int, float]:
-    """Eager p50 over jit p50, per batch size where both were measured."""
+def speedups(measurements: list[Measurement], baseline: str = "eager") -> dict[int, float]:
+    """`baseline` p50 over jit p50, per batch size where both were measured."""
     p50 = {(m.mode, m.batch_size): m.stats.p50_ms for m in measurements}
     return {
-        batch: p50[("eager", batch)] / p50[("jit", batch)]
+        batch: p50[(baseline, batch)] / p50[("jit", batch)]
         for mode, batch in p50
-        if mode == "jit" and ("eager", batch) in p50
+        if mode == "jit" and (baseline, batch) in p50
     }
 
 
 def format_table(config: DLRMConfig, measurements: list[Measurement]) -> str:
-    """The results as a fixed-width table, one row per (mode, batch size)."""
+    """The results as a fixed-width table, one row per (mode, batch size).
+
+    "jit speedup" is the eager p50 over the jit p50; "torch/jit" (shown when torch was measured) the
+    PyTorch p50 over the jit p50: above 1, recjax is faster.
+    """
     speedup = speedups(measurements)
+    over_torch = speedups(measurements, baseline="torch")
     header = (
         f"{'mode':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
         f"{'samples/s':>12}{'compile s':>11}{'calls':>7}{'jit speedup':>13}"
+        + (f"{'torch/jit':>11}" if over_torch else "")
     )
     lines = [f"{config.name}: {config.architecture_summary()}", header, "-" * len(header)]
     for m in sorted(measurements, key=lambda m: (MODES.index(m.mode), m.batch_size)):
@@ -138,10 +153,15 @@ def format_table(config: DLRMConfig, measurements: list[Measurement]) -> str:
         speedup_text = (
             f"{speedup[m.batch_size]:.1f}x" if m.mode == "jit" and m.batch_size in speedup else "-"
         )
+        torch_text = (
+            f"{over_torch[m.batch_size]:.2f}x"
+            if m.mode == "jit" and m.batch_size in over_torch
+            else "-"
+        )
         lines.append(
             f"{m.mode:<6}{m.batch_size:>6}{s.p50_ms:>10.3f}{s.p90_ms:>10.3f}{s.p99_ms:>10.3f}"
             f"{s.mean_ms:>10.3f}{m.throughput_samples_per_s:>12,.0f}{compile_text:>11}"
-            f"{s.iterations:>7}{speedup_text:>13}"
+            f"{s.iterations:>7}{speedup_text:>13}" + (f"{torch_text:>11}" if over_torch else "")
         )
     return "\n".join(lines)
 
@@ -164,8 +184,9 @@ def write_summaries(
         writer.histogram(f"{m.mode}/latency_ms", m.latencies_s * 1e3, m.batch_size)
         if m.compile_seconds is not None:
             writer.scalar(f"{m.mode}/compile_seconds", m.compile_seconds, m.batch_size)
-    for batch_size, value in speedups(measurements).items():
-        writer.scalar("speedup/jit_over_eager_p50", value, batch_size)
+    for baseline in ("eager", "torch"):
+        for batch_size, value in speedups(measurements, baseline).items():
+            writer.scalar(f"speedup/jit_over_{baseline}_p50", value, batch_size)
     writer.hparams(hparams, trial_id=trial_id)
     for tag, markdown in texts.items():
         writer.text(tag, markdown)

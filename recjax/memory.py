@@ -63,17 +63,28 @@ def check_memory(
     max_batch_size: int,
     smaller_presets: list[str],
     available_bytes: int | None = None,
+    extra_parameter_copies: int = 0,
 ) -> int:
-    """The bytes the run needs; raises InsufficientMemoryError, naming both, if not available."""
-    needed = estimated_peak_bytes(config, max_batch_size)
+    """The bytes the run needs; raises InsufficientMemoryError, naming both, if not available.
+
+    `extra_parameter_copies` counts further full copies of the parameters held beside the model's
+    own (1 for the PyTorch baseline, whose model holds its own tables).
+    """
+    if extra_parameter_copies < 0:
+        raise ValueError(f"extra_parameter_copies must be >= 0; got {extra_parameter_copies}.")
+    needed = (
+        estimated_peak_bytes(config, max_batch_size)
+        + extra_parameter_copies * config.parameter_bytes
+    )
     available = available_memory_bytes() if available_bytes is None else available_bytes
     if needed > available:
+        copies = f", held {1 + extra_parameter_copies} times" if extra_parameter_copies else ""
         suggestion = (
             f" Try a smaller preset: {', '.join(smaller_presets)}." if smaller_presets else ""
         )
         raise InsufficientMemoryError(
             f"{config.name} at batch size {max_batch_size} needs about {needed / GIB:.1f} GiB "
-            f"({config.parameter_bytes / GIB:.1f} GiB of parameters), but only "
+            f"({config.parameter_bytes / GIB:.1f} GiB of parameters{copies}), but only "
             f"{available / GIB:.1f} GiB of memory is available.{suggestion}"
         )
     return needed

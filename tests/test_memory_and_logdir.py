@@ -46,3 +46,16 @@ def test_write_json_replaces_whole_files(tmp_path):
     write_json(str(path), {"b": [1, 2]})
     assert json.loads(path.read_text()) == {"b": [1, 2]}
     assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_extra_parameter_copies_are_counted_and_named():
+    config = configs.get("rmc1")
+    single = estimated_peak_bytes(config, max_batch_size=64)
+    assert check_memory(config, 64, [], 100 * GIB, extra_parameter_copies=1) == (
+        single + config.parameter_bytes
+    )
+    with pytest.raises(InsufficientMemoryError, match=r"of parameters, held 2 times\), but only"):
+        check_memory(config, 64, [], available_bytes=single + GIB, extra_parameter_copies=1)
+    assert check_memory(config, 64, [], available_bytes=single + GIB) == single
+    with pytest.raises(ValueError, match="extra_parameter_copies must be >= 0; got -1"):
+        check_memory(config, 64, [], 100 * GIB, extra_parameter_copies=-1)

@@ -126,3 +126,34 @@ def test_unwritable_logdir_fails_before_building(tmp_path):
     assert result.returncode != 0
     assert "is not writable" in result.stderr
     assert "built the model" not in result.stdout
+
+
+def test_torch_mode_runs_the_same_weights_and_records_threads(tmp_path):
+    torch = pytest.importorskip(
+        "torch", reason="torch is an optional extra: pip install -e '.[torch]'"
+    )
+    result = run_latency(
+        "--model=rmc1-tiny", "--batch_sizes=2", "--modes=jit,torch", f"--logdir={tmp_path}", *FAST
+    )
+    assert result.returncode == 0, result.stderr
+    cores = len(os.sched_getaffinity(0))
+    assert (
+        f"threads: {cores} usable cores; XLA uses all of them; torch {torch.__version__} "
+        f"set_num_threads({cores}), set_num_interop_threads({cores})"
+    ) in result.stdout
+    rows = [
+        line.split() for line in result.stdout.splitlines() if line.startswith(("jit ", "torch "))
+    ]
+    assert [(row[0], row[1]) for row in rows] == [("jit", "2"), ("torch", "2")]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["thread_counts"] == {
+        "usable_cores": cores,
+        "torch_version": torch.__version__,
+        "torch_num_threads": cores,
+        "torch_num_interop_threads": cores,
+    }
+    by_mode = {r["mode"]: r for r in results["results"]}
+    assert by_mode["torch"]["compile_seconds"] is None
+    assert by_mode["torch"]["max_abs_difference_from_jit"] < 1e-5
+    ratio = by_mode["torch"]["p50_ms"] / by_mode["jit"]["p50_ms"]
+    assert rows[0][-1] == f"{ratio:.2f}x"  # the jit row's "torch/jit" column

@@ -1,0 +1,163 @@
+"""State dicts in the layout of the PyTorch reference DLRM (facebookresearch/dlrm, `DLRM_Net`).
+
+The reference model keeps its parameters under these keys (T tables, bottom MLP with layers
+i = 0, 1, ..., top MLP likewise; the odd indices of `bot_l` and `top_l` are the ReLU and sigmoid
+modules of an `nn.Sequential`, which hold no parameters):
+
+    emb_l.<t>.weight      [rows_t, D]      embedding table t (an nn.EmbeddingBag, mode="sum")
+    bot_l.<2i>.weight     [out, in]        bottom-MLP layer i (an nn.Linear: y = x W^T + b)
+    bot_l.<2i>.bias       [out]
+    top_l.<2i>.weight     [out, in]        top-MLP layer i
+    top_l.<2i>.bias       [out]
+
+recjax keeps a flax kernel [in, out] (y = x K + b), so K = W^T, and all tables stacked in one
+[N, D] buffer, table t at rows [row_offsets[t], row_offsets[t] + rows_t). The architectures agree:
+ReLU after every bottom layer, ReLU between top layers, sigmoid after the last; the "dot"
+interaction takes the bottom-MLP output first, then the tables in order, and appends the products
+z_i . z_j for j < i in row order after the bottom-MLP output. The state dict is pure NumPy: torch
+is not needed to export or import (torch tensors are accepted as values).
+"""
+
+import functools
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from recjax.models.dlrm import DLRM, DLRMConfig, abstract_model
+
+# recjax's MLP modules in the model, and the reference's nn.Sequential attribute for each.
+MLP_PREFIXES = {"dense_arch": "bot_l", "over_arch": "top_l"}
+
+
+class StateDictMismatchError(ValueError):
+    """A state dict does not fit the preset: a missing or unexpected key, or a wrong shape."""
+
+
+def expected_shapes(config: DLRMConfig) -> dict[str, tuple[int, ...]]:
+    """Every key of the reference DLRM's state dict for `config`, with its shape."""
+    shapes = {
+        f"emb_l.{index}.weight": (table.num_rows, table.dim)
+        for index, table in enumerate(config.tables)
+    }
+    for prefix, in_features, layer_sizes in (
+        ("bot_l", config.dense_features, config.bottom_mlp),
+        ("top_l", config.top_mlp_in_features, config.top_mlp),
+    ):
+        widths = (in_features, *layer_sizes)
+        for layer, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            shapes[f"{prefix}.{2 * layer}.weight"] = (width_out, width_in)
+            shapes[f"{prefix}.{2 * layer}.bias"] = (width_out,)
+    return shapes
+
+
+def export_reference_state_dict(model: DLRM) -> dict[str, np.ndarray]:
+    """The model's parameters under the reference DLRM's keys and layouts.
+
+    The tables are read-only NumPy views of the model's stacked buffer (no copy: 4.1 GB for rmc1
+    and rmc2); the MLP weights are transposed copies (small).
+    """
+    stacked = np.asarray(model.sparse_arch.weight[...])  # [N, D], a view of the device buffer
+    state_dict = {}
+    for index, (first_row, num_rows) in enumerate(
+        zip(model.sparse_arch.row_offsets, model.sparse_arch.num_rows, strict=True)
+    ):
+        state_dict[f"emb_l.{index}.weight"] = stacked[first_row : first_row + num_rows]
+    for attribute, prefix in MLP_PREFIXES.items():
+        for layer_index, layer in enumerate(getattr(model, attribute).layers):
+            kernel = np.asarray(layer.kernel[...])  # [in, out]
+            state_dict[f"{prefix}.{2 * layer_index}.weight"] = np.ascontiguousarray(kernel.T)
+            state_dict[f"{prefix}.{2 * layer_index}.bias"] = np.array(layer.bias[...])
+    return state_dict
+
+
+def _as_numpy(value) -> np.ndarray:
+    """A NumPy view of a NumPy array, torch tensor (detached, on the CPU) or JAX array."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def check_state_dict(config: DLRMConfig, state_dict: Mapping[str, object]) -> None:
+    """Raises StateDictMismatchError naming the first missing, unexpected or misshapen key."""
+    expected = expected_shapes(config)
+    missing = [key for key in expected if key not in state_dict]
+    if missing:
+        raise StateDictMismatchError(
+            f"{config.name}: the state dict lacks {len(missing)} key(s) the preset needs; the "
+            f"first is {missing[0]!r} (expected shape {list(expected[missing[0]])})."
+        )
+    unexpected = [key for key in state_dict if key not in expected]
+    if unexpected:
+        shape = list(np.shape(state_dict[unexpected[0]]))
+        raise StateDictMismatchError(
+            f"{config.name}: the state dict holds {len(unexpected)} key(s) the preset does not "
+            f"have; the first is {unexpected[0]!r} (shape {shape}). The preset's keys are "
+            f"{sorted(expected)}."
+        )
+    for key, shape in expected.items():
+        got = tuple(np.shape(state_dict[key]))
+        if got != shape:
+            raise StateDictMismatchError(
+                f"{config.name}: {key!r} has shape {list(got)}, but the preset expects "
+                f"{list(shape)}."
+            )
+        dtype = _as_numpy(state_dict[key]).dtype
+        if not np.issubdtype(dtype, np.floating):
+            raise StateDictMismatchError(
+                f"{config.name}: {key!r} has dtype {dtype}; expected a floating-point array."
+            )
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _write_rows(stacked: jax.Array, block: jax.Array, first_row: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_slice(stacked, block, (first_row, 0))
+
+
+def _stacked_tables(config: DLRMConfig, state_dict: Mapping[str, object]) -> jax.Array:
+    """The [N, D] buffer, filled table by table into one donated device buffer.
+
+    The peak is the buffer plus one table in flight, beside the caller's state dict.
+    """
+    total_rows = sum(table.num_rows for table in config.tables)
+    stacked = jax.jit(lambda: jnp.zeros((total_rows, config.embedding_dim), jnp.float32))()
+    first_row = 0
+    for index, table in enumerate(config.tables):
+        block = np.asarray(_as_numpy(state_dict[f"emb_l.{index}.weight"]), np.float32)
+        stacked = _write_rows(stacked, block, jnp.int32(first_row))
+        first_row += table.num_rows
+    return stacked
+
+
+def import_reference_state_dict(config: DLRMConfig, state_dict: Mapping[str, object]) -> DLRM:
+    """A recjax model of `config` holding the parameters of a reference-DLRM state dict.
+
+    Values may be NumPy arrays, torch tensors or JAX arrays of any floating dtype (converted to
+    float32). The state dict is checked against the preset before anything is allocated.
+
+    Raises:
+      StateDictMismatchError: a key is missing or unexpected, or a shape does not match (the
+        message names the key and both shapes).
+    """
+    check_state_dict(config, state_dict)
+    graphdef, abstract_state = nnx.split(abstract_model(config))
+    filled = []
+    for path, variable in nnx.to_flat_state(abstract_state):
+        if path == ("sparse_arch", "weight"):
+            value = _stacked_tables(config, state_dict)
+        elif path[0] in MLP_PREFIXES and path[1] == "layers" and path[3] in ("kernel", "bias"):
+            attribute, _, layer_index, name = path
+            suffix = "weight" if name == "kernel" else "bias"
+            key = f"{MLP_PREFIXES[attribute]}.{2 * layer_index}.{suffix}"
+            array = np.asarray(_as_numpy(state_dict[key]), np.float32)
+            value = jnp.asarray(array.T if name == "kernel" else array)  # kernel = W^T
+        else:
+            raise ValueError(f"No reference-DLRM key maps to the model parameter {path}.")
+        if value.shape != variable.shape:  # the preset and the model disagree: a recjax bug
+            raise AssertionError(f"{path}: built {value.shape}, the model needs {variable.shape}.")
+        filled.append((path, variable.replace(value)))
+    return nnx.merge(graphdef, nnx.from_flat_state(filled))

@@ -1,0 +1,35 @@
+"""Without torch installed, the PyTorch baseline fails early and says how to install it."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_import_without_torch_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    monkeypatch.delitem(sys.modules, "recjax.interop.torch_dlrm", raising=False)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[torch\]'"):
+        importlib.import_module("recjax.interop.torch_dlrm")
+
+
+def test_latency_torch_mode_without_torch_fails_before_building(tmp_path):
+    # A `torch` module that cannot be imported, shadowing any installed one.
+    (tmp_path / "torch.py").write_text("raise ImportError('No module named torch (simulated)')\n")
+    environment = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency", "--model=rmc1-tiny", "--modes=jit,torch"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--modes=torch" in result.stderr
+    assert "pip install -e '.[torch]'" in result.stderr
+    assert "built the model" not in result.stdout
