@@ -32,6 +32,8 @@ from recjax.timing import TimingBudget
 # recjax measures the CPU backend; naming it also skips probing for absent accelerators.
 CPU_PLATFORM = "cpu"
 
+TORCH_HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
+
 _MODEL = flags.DEFINE_enum("model", "rmc2", configs.names(), "Model preset to benchmark.")
 _BATCH_SIZES = flags.DEFINE_list(
     "batch_sizes", ["1", "16", "64", "256", "1024"], "Comma-separated batch sizes to sweep."
@@ -64,7 +66,12 @@ _EAGER_MAX_SECONDS = flags.DEFINE_float(
     5.0,
     "Time budget of eager timing per batch size (s): eager is slow, so it gets fewer calls.",
 )
-_HUGE_PAGES = flags.DEFINE_bool("huge_pages", True, HUGE_PAGES_FLAG_HELP)
+_HUGE_PAGES = flags.DEFINE_bool(
+    "huge_pages",
+    True,
+    HUGE_PAGES_FLAG_HELP
+    + f" With --modes=torch, also sets {TORCH_HUGE_PAGES_VARIABLE}=1 for torch.",
+)
 _LOGDIR = flags.DEFINE_string(
     "logdir", None, "Where results.json and event files go; default runs/latency/<model>-<time>."
 )
@@ -145,6 +152,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(str(error)) from error
     thread_counts = {"usable_cores": len(os.sched_getaffinity(0))}
     if "torch" in settings.modes:
+        if _HUGE_PAGES.value:
+            # PyTorch's CPU allocator asks for huge pages when this is set before its first
+            # allocation: both frameworks then hold their tables in 2 MiB pages.
+            os.environ.setdefault(TORCH_HUGE_PAGES_VARIABLE, "1")
         try:
             from recjax.interop import torch_dlrm  # torch is an optional extra
         except ImportError as error:
