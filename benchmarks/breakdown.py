@@ -19,21 +19,18 @@ import os
 import shlex
 import sys
 
-import jax
 from absl import app, flags
 
 import configs
+from benchmarks import common
 from recjax import breakdown
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
 from recjax.layers.embedding_bag import resolve_lowering
 from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, InsufficientMemoryError, check_memory, peak_resident_bytes
+from recjax.memory import GIB, peak_resident_bytes
 from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 from recjax.summary_writer import SummaryWriter
 from recjax.timing import TimingBudget
-
-# recjax measures the CPU backend; naming it also skips probing for absent accelerators.
-CPU_PLATFORM = "cpu"
 
 _MODEL = flags.DEFINE_enum("model", "rmc1", configs.names(), "Model preset to break down.")
 _BATCH_SIZES = flags.DEFINE_list(
@@ -74,8 +71,7 @@ flags.register_validator(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    jax.config.update("jax_platforms", CPU_PLATFORM)
-    sys.stdout.reconfigure(line_buffering=True)
+    common.start_on_cpu()
     config = configs.get(_MODEL.value)
     batch_sizes = tuple(dict.fromkeys(int(value) for value in _BATCH_SIZES.value))
     try:
@@ -89,11 +85,7 @@ def main(argv: list[str]) -> None:
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("breakdown", config.name))
     except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
-    smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
-    try:
-        needed = check_memory(config, max(batch_sizes), smaller)
-    except InsufficientMemoryError as error:
-        sys.exit(f"error: {error}")
+    needed = common.check_memory_or_exit(config, max(batch_sizes))
 
     fingerprint = machine_fingerprint()
     print(f"machine: {fingerprint_summary(fingerprint)}")

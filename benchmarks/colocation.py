@@ -23,6 +23,7 @@ import sys
 from absl import app, flags
 
 import configs
+from benchmarks import common
 from recjax import colocation
 from recjax.fingerprint import fingerprint_summary
 from recjax.logdir import default_logdir, prepare_logdir, write_json
@@ -160,8 +161,7 @@ def main(argv: list[str]) -> None:
     print(table)
     print()
     print("slowdown: the instance's p50 (p99) over the N=1 instance's; samples/s: batch / mean.")
-    print(f"results:     {results_path}")
-    print(f"tensorboard: tensorboard --logdir {logdir}")
+    common.print_output_paths(results_path, logdir)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,16 @@ import os
 import sys
 import time
 
-import jax
 from absl import app, flags
 from flax import nnx
 
 import configs
+from benchmarks import common
 from recjax import ceilings, embedding_benchmark, native
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
 from recjax.huge_pages import back_with_huge_pages
 from recjax.layers.embedding_bag import LOWERINGS, EmbeddingBagCollection
 from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import InsufficientMemoryError, check_memory
 from recjax.model_setup import HUGE_PAGES_FLAG_HELP
 from recjax.summary_writer import SummaryWriter
 from recjax.timing import TimingBudget
@@ -92,8 +91,7 @@ def _runnable(requested: list[str]) -> tuple[tuple[str, ...], list[str]]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    jax.config.update("jax_platforms", "cpu")
-    sys.stdout.reconfigure(line_buffering=True)
+    common.start_on_cpu()
     config = configs.get(_MODEL.value)
     batch_sizes = tuple(int(v) for v in _BATCH_SIZES.value)
     implementations, notes = _runnable(_IMPLEMENTATIONS_FLAG.value)
@@ -109,11 +107,7 @@ def main(argv: list[str]) -> None:
         logdir = prepare_logdir(_LOGDIR.value or default_logdir("embedding", config.name))
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
-    try:
-        check_memory(config, max(batch_sizes), smaller)
-    except InsufficientMemoryError as error:
-        sys.exit(f"error: {error}")
+    common.check_memory_or_exit(config, max(batch_sizes))
 
     fingerprint = machine_fingerprint()
     print(f"machine: {fingerprint_summary(fingerprint)}")
@@ -172,8 +166,7 @@ def main(argv: list[str]) -> None:
     print()
     print(table)
     print()
-    print(f"results:     {results_path}")
-    print(f"tensorboard: tensorboard --logdir {logdir}")
+    common.print_output_paths(results_path, logdir)
 
 
 if __name__ == "__main__":

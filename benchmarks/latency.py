@@ -16,21 +16,18 @@ import os
 import shlex
 import sys
 
-import jax
 from absl import app, flags
 
 import configs
+from benchmarks import common
 from recjax import latency_bound, latency_sweep, threads
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
 from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
 from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, InsufficientMemoryError, check_memory, peak_resident_bytes
+from recjax.memory import GIB, peak_resident_bytes
 from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 from recjax.summary_writer import SummaryWriter
 from recjax.timing import TimingBudget
-
-# recjax measures the CPU backend; naming it also skips probing for absent accelerators.
-CPU_PLATFORM = "cpu"
 
 TORCH_HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
@@ -139,8 +136,7 @@ def main(argv: list[str]) -> None:
         except ValueError as error:
             raise app.UsageError(str(error)) from error
         print(f"threads: {_THREADS.value} (PJRT_NPROC={_THREADS.value}, pinned to cores {cores})")
-    jax.config.update("jax_platforms", CPU_PLATFORM)
-    sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once, also when piped
+    common.start_on_cpu()
     config = configs.get(_MODEL.value)
     if _EMBEDDING_LOWERING.value:
         config = dataclasses.replace(config, embedding_lowering=_EMBEDDING_LOWERING.value)
@@ -161,16 +157,11 @@ def main(argv: list[str]) -> None:
         except ImportError as error:
             sys.exit(f"error: --modes=torch: {error}")
         thread_counts.update(torch_dlrm.set_torch_threads(thread_counts["usable_cores"]))
-    smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
-    try:
-        needed = check_memory(
-            config,
-            max(settings.batch_sizes),
-            smaller,
-            extra_parameter_copies=int("torch" in settings.modes),  # torch's own copy
-        )
-    except InsufficientMemoryError as error:
-        sys.exit(f"error: {error}")
+    needed = common.check_memory_or_exit(
+        config,
+        max(settings.batch_sizes),
+        extra_parameter_copies=int("torch" in settings.modes),  # torch's own copy
+    )
 
     fingerprint = machine_fingerprint()
     print(f"machine: {fingerprint_summary(fingerprint)}")
@@ -249,8 +240,7 @@ def main(argv: list[str]) -> None:
     print(f"peak resident memory: {peak / GIB:.2f} GiB")
     start_load, end_load = load_average["start"], load_average["end"]
     print(f"load average: {start_load:.2f} at the start, {end_load:.2f} at the end")
-    print(f"results:     {results_path}")
-    print(f"tensorboard: tensorboard --logdir {logdir}")
+    common.print_output_paths(results_path, logdir)
 
 
 if __name__ == "__main__":

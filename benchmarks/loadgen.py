@@ -19,22 +19,19 @@ import os
 import shlex
 import sys
 
-import jax
 from absl import app, flags
 
 import configs
+from benchmarks import common
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
 from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
 from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, InsufficientMemoryError, check_memory, peak_resident_bytes
+from recjax.memory import GIB, peak_resident_bytes
 from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 from recjax.serving import loadgen
 from recjax.serving.query_sizes import SPEC_HELP, QuerySizeDistribution
 from recjax.serving.workload import ModelWorkload
 from recjax.summary_writer import SummaryWriter
-
-# recjax measures the CPU backend; naming it also skips probing for absent accelerators.
-CPU_PLATFORM = "cpu"
 
 _MODEL = flags.DEFINE_enum("model", "rmc1", configs.names(), "Model preset to serve.")
 _QPS = flags.DEFINE_float(
@@ -180,8 +177,7 @@ def _hparams(config, settings: loadgen.LoadSettings) -> dict[str, bool | int | f
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    jax.config.update("jax_platforms", CPU_PLATFORM)
-    sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once, also when piped
+    common.start_on_cpu()
     config = configs.get(_MODEL.value)
     if _EMBEDDING_LOWERING.value:
         config = dataclasses.replace(config, embedding_lowering=_EMBEDDING_LOWERING.value)
@@ -192,11 +188,7 @@ def main(argv: list[str]) -> None:
     except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
     sizes = settings.compiled_sizes()
-    smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
-    try:
-        check_memory(config, max(sizes), smaller)
-    except InsufficientMemoryError as error:
-        sys.exit(f"error: {error}")
+    common.check_memory_or_exit(config, max(sizes))
 
     fingerprint = machine_fingerprint()
     print(f"machine: {fingerprint_summary(fingerprint)}")
@@ -283,8 +275,7 @@ def main(argv: list[str]) -> None:
     print(f"{config.name}: {config.architecture_summary()}")
     print(report)
     print(f"peak resident memory: {peak / GIB:.2f} GiB")
-    print(f"results:     {results_path}")
-    print(f"tensorboard: tensorboard --logdir {logdir}")
+    common.print_output_paths(results_path, logdir)
 
 
 if __name__ == "__main__":

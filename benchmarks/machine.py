@@ -11,9 +11,9 @@ import json
 import os
 import sys
 
-import jax
 from absl import app, flags
 
+from benchmarks import common
 from recjax import ceilings
 from recjax.fingerprint import fingerprint_summary, machine_fingerprint
 from recjax.logdir import default_logdir, prepare_logdir, write_json
@@ -49,8 +49,7 @@ flags.register_validator("repeats", lambda v: v > 0, message="--repeats must be 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    jax.config.update("jax_platforms", "cpu")
-    sys.stdout.reconfigure(line_buffering=True)
+    common.start_on_cpu()
     table_bytes = int(_TABLE_GIB.value * GIB)
     dims = tuple(int(d) for d in _DIMS.value)
     if any(table_bytes // 4 % dim for dim in dims):
@@ -91,8 +90,7 @@ def main(argv: list[str]) -> None:
     print()
     print(table)
     print()
-    print(f"results:     {results_path}")
-    print(f"tensorboard: tensorboard --logdir {logdir}")
+    common.print_output_paths(results_path, logdir)
 
 
 if __name__ == "__main__":

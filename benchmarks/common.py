@@ -1,0 +1,36 @@
+"""What every benchmark binary does alike: run on the CPU, check memory first, end with paths."""
+
+import sys
+
+import jax
+
+import configs
+from recjax.memory import InsufficientMemoryError, check_memory
+from recjax.models.dlrm import DLRMConfig
+
+# recjax measures the CPU backend; naming it also skips probing for absent accelerators.
+CPU_PLATFORM = "cpu"
+
+
+def start_on_cpu() -> None:
+    """Selects the CPU backend and makes progress lines show up at once, also when piped."""
+    jax.config.update("jax_platforms", CPU_PLATFORM)
+    sys.stdout.reconfigure(line_buffering=True)
+
+
+def check_memory_or_exit(
+    config: DLRMConfig, max_batch_size: int, extra_parameter_copies: int = 0
+) -> int:
+    """The bytes the run needs; exits with the memory error (naming smaller presets) if short."""
+    smaller = [name for name in configs.names() if name.startswith(config.name + "-")]
+    try:
+        return check_memory(
+            config, max_batch_size, smaller, extra_parameter_copies=extra_parameter_copies
+        )
+    except InsufficientMemoryError as error:
+        sys.exit(f"error: {error}")
+
+
+def print_output_paths(results_path: str, logdir: str) -> None:
+    print(f"results:     {results_path}")
+    print(f"tensorboard: tensorboard --logdir {logdir}")
