@@ -166,7 +166,8 @@ def init_stacked_tables(key: jax.Array, tables: Sequence[EmbeddingTableConfig]) 
 
     This is the reference DLRM's initialization. The buffer is allocated once on the device and
     filled one table at a time by a jitted update that donates it, so the peak memory is the buffer
-    plus one table, and no copy ever passes through the host.
+    plus the transient values of one table (its random bits and block), and no copy ever passes
+    through the host.
     """
     dim = tables[0].dim
     total_rows = sum(table.num_rows for table in tables)
