@@ -63,7 +63,7 @@ _LOGDIR = flags.DEFINE_string(
 
 flags.register_validator(
     "batch_sizes",
-    lambda values: bool(values) and all(v.strip().isdigit() and int(v) > 0 for v in values),
+    common.positive_integers,
     message="--batch_sizes must be a non-empty comma-separated list of positive integers.",
 )
 

@@ -58,7 +58,7 @@ _LOGDIR = flags.DEFINE_string(
 
 flags.register_validator(
     "instances",
-    lambda values: bool(values) and all(v.strip().isdigit() and int(v) > 0 for v in values),
+    common.positive_integers,
     message="--instances must be a non-empty comma-separated list of positive integers.",
 )
 flags.register_validator(

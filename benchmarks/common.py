@@ -34,3 +34,8 @@ def check_memory_or_exit(
 def print_output_paths(results_path: str, logdir: str) -> None:
     print(f"results:     {results_path}")
     print(f"tensorboard: tensorboard --logdir {logdir}")
+
+
+def positive_integers(values: list[str]) -> bool:
+    """Whether a comma-separated list flag holds at least one value, all positive integers."""
+    return bool(values) and all(value.strip().isdigit() and int(value) > 0 for value in values)

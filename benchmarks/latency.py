@@ -91,13 +91,9 @@ flags.register_validator(
 )
 
 
-def _positive_integers(values: list[str]) -> bool:
-    return bool(values) and all(value.strip().isdigit() and int(value) > 0 for value in values)
-
-
 flags.register_validator(
     "batch_sizes",
-    _positive_integers,
+    common.positive_integers,
     message="--batch_sizes must be a non-empty comma-separated list of positive integers.",
 )
 flags.register_validator(

@@ -114,13 +114,9 @@ _LOGDIR = flags.DEFINE_string(
 )
 
 
-def _positive_integers(values: list[str]) -> bool:
-    return bool(values) and all(value.strip().isdigit() and int(value) > 0 for value in values)
-
-
 flags.register_validator(
     "sub_batch",
-    _positive_integers,
+    common.positive_integers,
     message="--sub_batch must be a non-empty comma-separated list of integers >= 1.",
 )
 flags.register_validator(

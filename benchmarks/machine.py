@@ -39,7 +39,7 @@ flags.register_validator(
 )
 flags.register_validator(
     "dims",
-    lambda dims: bool(dims) and all(d.isdigit() and int(d) > 0 for d in dims),
+    common.positive_integers,
     message="--dims must be a non-empty comma-separated list of positive integers.",
 )
 flags.register_validator("matmul_size", lambda v: v > 0, message="--matmul_size must be positive.")
