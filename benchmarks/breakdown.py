@@ -89,12 +89,7 @@ def main(argv: list[str]) -> None:
 
     fingerprint = machine_fingerprint()
     print(f"machine: {fingerprint_summary(fingerprint)}")
-    print(f"model:   {config.name}: {config.architecture_summary()}")
-    print(
-        f"         {config.parameter_bytes / GIB:.2f} GiB of parameters (needs about "
-        f"{needed / GIB:.1f} GiB)"
-    )
-    print(f"         embedding-bag lowering: {lowering} ({lowering_note})")
+    common.print_model_header(config, needed, lowering, lowering_note)
     print(f"logdir:  {logdir}")
     model, huge_pages = build_model(config, _SEED.value, _HUGE_PAGES.value)
 

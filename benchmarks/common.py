@@ -1,11 +1,12 @@
 """What every benchmark binary does alike: run on the CPU, check memory first, end with paths."""
 
+import dataclasses
 import sys
 
 import jax
 
 import configs
-from recjax.memory import InsufficientMemoryError, check_memory
+from recjax.memory import GIB, InsufficientMemoryError, check_memory
 from recjax.models.dlrm import DLRMConfig
 
 # recjax measures the CPU backend; naming it also skips probing for absent accelerators.
@@ -39,3 +40,23 @@ def print_output_paths(results_path: str, logdir: str) -> None:
 def positive_integers(values: list[str]) -> bool:
     """Whether a comma-separated list flag holds at least one value, all positive integers."""
     return bool(values) and all(value.strip().isdigit() and int(value) > 0 for value in values)
+
+
+def preset(name: str, embedding_lowering: str | None) -> DLRMConfig:
+    """The preset called `name`, with its embedding lowering overridden when one is given."""
+    config = configs.get(name)
+    if embedding_lowering:
+        config = dataclasses.replace(config, embedding_lowering=embedding_lowering)
+    return config
+
+
+def print_model_header(
+    config: DLRMConfig, needed_bytes: int, lowering: str, lowering_note: str
+) -> None:
+    """The preset, its size and memory need, and the embedding-bag lowering that will run."""
+    print(f"model:   {config.name}: {config.architecture_summary()}")
+    print(
+        f"         {config.parameter_bytes / GIB:.2f} GiB of parameters (needs about "
+        f"{needed_bytes / GIB:.1f} GiB)"
+    )
+    print(f"         embedding-bag lowering: {lowering} ({lowering_note})")

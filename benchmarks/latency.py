@@ -133,9 +133,7 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(str(error)) from error
         print(f"threads: {_THREADS.value} (PJRT_NPROC={_THREADS.value}, pinned to cores {cores})")
     common.start_on_cpu()
-    config = configs.get(_MODEL.value)
-    if _EMBEDDING_LOWERING.value:
-        config = dataclasses.replace(config, embedding_lowering=_EMBEDDING_LOWERING.value)
+    config = common.preset(_MODEL.value, _EMBEDDING_LOWERING.value)
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
@@ -161,12 +159,7 @@ def main(argv: list[str]) -> None:
 
     fingerprint = machine_fingerprint()
     print(f"machine: {fingerprint_summary(fingerprint)}")
-    print(f"model:   {config.name}: {config.architecture_summary()}")
-    print(
-        f"         {config.parameter_bytes / GIB:.2f} GiB of parameters (needs about "
-        f"{needed / GIB:.1f} GiB)"
-    )
-    print(f"         embedding-bag lowering: {lowering} ({lowering_note})")
+    common.print_model_header(config, needed, lowering, lowering_note)
     print(f"logdir:  {logdir}")
     threads_line = f"threads: {thread_counts['usable_cores']} usable cores; XLA uses all of them"
     if "torch_num_threads" in thread_counts:

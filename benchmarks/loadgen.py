@@ -174,9 +174,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     common.start_on_cpu()
-    config = configs.get(_MODEL.value)
-    if _EMBEDDING_LOWERING.value:
-        config = dataclasses.replace(config, embedding_lowering=_EMBEDDING_LOWERING.value)
+    config = common.preset(_MODEL.value, _EMBEDDING_LOWERING.value)
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
