@@ -3,27 +3,19 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from recjax.breakdown import REST, SHARE_SUM_TOLERANCE, STAGES
+from tests.benchmarks.binary import run_binary
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--min_iterations=3", "--min_seconds=0", "--max_seconds=0.3", "--warmup=1"]
 
 
 def run_breakdown(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks.breakdown", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_binary("breakdown", *args)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.benchmarks.binary import REPO
+
 COMMAND = [sys.executable, "-m", "benchmarks.colocation"]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recjax import embedding_benchmark, native
-from tests.benchmarks.test_latency import REPO
+from tests.benchmarks.binary import REPO
 
 
 def test_embedding_benchmark_end_to_end(tmp_path):

@@ -2,15 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.benchmarks.binary import run_binary
+
 FAST = [
     "--min_iterations=3",
     "--min_seconds=0",
@@ -22,13 +21,7 @@ FAST = [
 
 
 def run_latency(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_binary("latency", *args)
 
 
 @pytest.fixture(scope="module")

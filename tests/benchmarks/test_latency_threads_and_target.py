@@ -1,23 +1,14 @@
 """benchmarks.latency's --threads and --p99_target_ms, end to end on a tiny preset."""
 
 import json
-import os
-import subprocess
-import sys
 
 from tensorboard.backend.event_processing import event_accumulator
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.benchmarks.binary import run_binary
 
 
 def run_latency(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_binary("latency", *args)
 
 
 def test_one_thread_and_a_p99_target(tmp_path):

@@ -2,7 +2,6 @@
 flags."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.benchmarks.binary import REPO
+
 # Queries of 3-9 items in sub-batches of at most 4: three compiled sizes (1, 2, 4), quick to build.
 SMALL = ["--model=rmc1-tiny", "--query_sizes=normal:6,2", "--max_query_size=9", "--warmup_calls=1"]
 
