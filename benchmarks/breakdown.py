@@ -6,7 +6,7 @@ r"""Operator breakdown of compiled inference: embedding, bottom MLP, interaction
 Each stage is compiled as its own program and timed on its real inputs; the table gives each
 stage's share of the end-to-end time (the whole compiled predict call) per batch size, and the
 rest (end to end minus the sum of the stages, negative where running the stages apart costs more
-than running them together). See `recjax.breakdown` for the method. Writes results.json and
+than running them together). See `recjax.bench.breakdown` for the method. Writes results.json and
 TensorBoard event files (scalars share/<stage> with the batch size as the step) into --logdir;
 --profile adds a jax.profiler trace there:
 
@@ -23,14 +23,14 @@ from absl import app, flags
 
 import configs
 from benchmarks import common
-from recjax import breakdown
-from recjax.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.bench import breakdown
+from recjax.bench.timing import TimingBudget
 from recjax.layers.embedding_bag import resolve_lowering
-from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, peak_resident_bytes
-from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
-from recjax.summary_writer import SummaryWriter
-from recjax.timing import TimingBudget
+from recjax.reporting.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.reporting.summary_writer import SummaryWriter
+from recjax.runtime.memory import GIB, peak_resident_bytes
+from recjax.runtime.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 
 _MODEL = flags.DEFINE_enum("model", "rmc1", configs.names(), "Model preset to break down.")
 _BATCH_SIZES = flags.DEFINE_list(

@@ -24,11 +24,11 @@ from absl import app, flags
 
 import configs
 from benchmarks import common
-from recjax import colocation
-from recjax.fingerprint import fingerprint_summary
-from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, InsufficientMemoryError
-from recjax.summary_writer import SummaryWriter
+from recjax.bench import colocation
+from recjax.reporting.fingerprint import fingerprint_summary
+from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.reporting.summary_writer import SummaryWriter
+from recjax.runtime.memory import GIB, InsufficientMemoryError
 
 _MODEL = flags.DEFINE_enum("model", "rmc2", configs.names(), "Model preset of every instance.")
 _INSTANCES = flags.DEFINE_list(

@@ -6,8 +6,8 @@ import sys
 import jax
 
 import configs
-from recjax.memory import GIB, InsufficientMemoryError, check_memory
 from recjax.models.dlrm import DLRMConfig
+from recjax.runtime.memory import GIB, InsufficientMemoryError, check_memory
 
 # recjax measures the CPU backend; naming it also skips probing for absent accelerators.
 CPU_PLATFORM = "cpu"

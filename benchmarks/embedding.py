@@ -19,14 +19,15 @@ from flax import nnx
 
 import configs
 from benchmarks import common
-from recjax import ceilings, embedding_benchmark, native
-from recjax.fingerprint import fingerprint_summary, machine_fingerprint
-from recjax.huge_pages import back_with_huge_pages
+from recjax import native
+from recjax.bench import ceilings, embedding_benchmark
+from recjax.bench.timing import TimingBudget
 from recjax.layers.embedding_bag import LOWERINGS, EmbeddingBagCollection
-from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.model_setup import HUGE_PAGES_FLAG_HELP
-from recjax.summary_writer import SummaryWriter
-from recjax.timing import TimingBudget
+from recjax.reporting.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.reporting.summary_writer import SummaryWriter
+from recjax.runtime.huge_pages import back_with_huge_pages
+from recjax.runtime.model_setup import HUGE_PAGES_FLAG_HELP
 
 _IMPLEMENTATIONS = (*sorted(LOWERINGS), embedding_benchmark.TORCH)
 

@@ -20,14 +20,15 @@ from absl import app, flags
 
 import configs
 from benchmarks import common
-from recjax import latency_bound, latency_sweep, threads
-from recjax.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.bench import latency_bound, latency_sweep
+from recjax.bench.timing import TimingBudget
 from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
-from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, peak_resident_bytes
-from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
-from recjax.summary_writer import SummaryWriter
-from recjax.timing import TimingBudget
+from recjax.reporting.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.reporting.summary_writer import SummaryWriter
+from recjax.runtime import threads
+from recjax.runtime.memory import GIB, peak_resident_bytes
+from recjax.runtime.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 
 TORCH_HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 

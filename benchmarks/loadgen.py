@@ -23,15 +23,15 @@ from absl import app, flags
 
 import configs
 from benchmarks import common
-from recjax.fingerprint import fingerprint_summary, machine_fingerprint
 from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
-from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, peak_resident_bytes
-from recjax.model_setup import HUGE_PAGES_FLAG_HELP, build_model
+from recjax.reporting.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.reporting.summary_writer import SummaryWriter
+from recjax.runtime.memory import GIB, peak_resident_bytes
+from recjax.runtime.model_setup import HUGE_PAGES_FLAG_HELP, build_model
 from recjax.serving import loadgen
 from recjax.serving.query_sizes import SPEC_HELP, QuerySizeDistribution
 from recjax.serving.workload import ModelWorkload
-from recjax.summary_writer import SummaryWriter
 
 _MODEL = flags.DEFINE_enum("model", "rmc1", configs.names(), "Model preset to serve.")
 _QPS = flags.DEFINE_float(

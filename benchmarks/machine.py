@@ -14,11 +14,11 @@ import sys
 from absl import app, flags
 
 from benchmarks import common
-from recjax import ceilings
-from recjax.fingerprint import fingerprint_summary, machine_fingerprint
-from recjax.logdir import default_logdir, prepare_logdir, write_json
-from recjax.memory import GIB, available_memory_bytes
-from recjax.summary_writer import SummaryWriter
+from recjax.bench import ceilings
+from recjax.reporting.fingerprint import fingerprint_summary, machine_fingerprint
+from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.reporting.summary_writer import SummaryWriter
+from recjax.runtime.memory import GIB, available_memory_bytes
 
 _TABLE_GIB = flags.DEFINE_float(
     "table_gib", 1.0, "Size of the probed array (GiB); keep it far above the last-level cache."

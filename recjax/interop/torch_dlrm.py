@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from recjax.data import Batch, check_batch_shapes
+from recjax.inputs.data import Batch, check_batch_shapes
 from recjax.interop.reference_dlrm import export_reference_state_dict
 from recjax.models.dlrm import DLRM, DLRMConfig
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from recjax.reporting.summary_writer import SummaryWriter
 from recjax.serving.query_sizes import QuerySizeDistribution
 from recjax.serving.run_summary import PERCENTILES, RunSummary, summarize
 from recjax.serving.search import SearchResult, search_max_qps
 from recjax.serving.server import RunRecord, ServeFn, make_schedule, serve_schedule
 from recjax.serving.sub_batches import compiled_sizes
-from recjax.summary_writer import SummaryWriter
 
 
 @dataclasses.dataclass(frozen=True)

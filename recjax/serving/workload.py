@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import jax
 
-from recjax.data import Batch, synthetic_batch, to_device
-from recjax.inference import CompiledPredictor
+from recjax.inputs.data import Batch, synthetic_batch, to_device
 from recjax.models.dlrm import DLRM
+from recjax.runtime.inference import CompiledPredictor
 
 
 class ModelWorkload:

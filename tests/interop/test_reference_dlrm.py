@@ -8,8 +8,7 @@ import pytest
 from flax import nnx
 
 import configs
-from recjax.data import Batch, synthetic_batch
-from recjax.inference import CompiledPredictor
+from recjax.inputs.data import Batch, synthetic_batch
 from recjax.interop.reference_dlrm import (
     StateDictMismatchError,
     expected_shapes,
@@ -18,6 +17,7 @@ from recjax.interop.reference_dlrm import (
 )
 from recjax.layers.embedding_bag import EmbeddingTableConfig
 from recjax.models.dlrm import DLRM, DLRMConfig, abstract_model, uniform_tables
+from recjax.runtime.inference import CompiledPredictor
 
 SMALL = DLRMConfig(
     name="small",

@@ -8,11 +8,11 @@ import pytest
 from flax import nnx
 
 import configs
-from recjax.data import synthetic_batch, to_device
-from recjax.inference import CompiledPredictor
+from recjax.inputs.data import synthetic_batch, to_device
 from recjax.interop.reference_dlrm import expected_shapes, import_reference_state_dict
 from recjax.layers.interaction import dot_interaction
 from recjax.models.dlrm import DLRM
+from recjax.runtime.inference import CompiledPredictor
 
 torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install -e '.[torch]'")
 torch_dlrm = pytest.importorskip("recjax.interop.torch_dlrm")

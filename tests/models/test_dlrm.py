@@ -7,7 +7,7 @@ from flax import nnx
 
 import configs
 from recjax import native
-from recjax.data import synthetic_batch
+from recjax.inputs.data import synthetic_batch
 from recjax.layers.embedding_bag import LOWERINGS
 from recjax.models.dlrm import DLRM, DLRMConfig, abstract_model, uniform_tables
 

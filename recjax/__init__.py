@@ -1,0 +1,1 @@
+"""recjax: deep-learning recommendation models on JAX/XLA, and the tools to measure them."""

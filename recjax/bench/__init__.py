@@ -1,0 +1,1 @@
+"""Measurement engines: latency sweeps, breakdown, co-location, embedding and machine ceilings."""

@@ -1,0 +1,1 @@
+"""Model inputs: tables, features, the keyed batch, synthetic inputs and input checks."""

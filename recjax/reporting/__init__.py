@@ -1,0 +1,1 @@
+"""Reporting runs: machine fingerprint, TensorBoard summaries, run directories, results."""

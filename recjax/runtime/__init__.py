@@ -1,0 +1,1 @@
+"""Running a model: compiled and eager predictors, model setup, memory, huge pages, threads."""

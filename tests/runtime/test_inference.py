@@ -1,0 +1,78 @@
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import configs
+from recjax.inputs.data import synthetic_batch, to_device
+from recjax.models.dlrm import DLRM
+from recjax.runtime.inference import CompiledPredictor, EagerPredictor, IdOutOfRangeError
+from tests.compile_counter import CompileCounter
+
+
+@pytest.fixture(scope="module")
+def model():
+    return DLRM(configs.get("rmc2-tiny"), rngs=nnx.Rngs(0))
+
+
+def test_jit_equals_eager(model):
+    batch = to_device(synthetic_batch(model.config, 5, seed=0))
+    compiled = CompiledPredictor(model, [5])(batch)
+    eager = EagerPredictor(model)(batch)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-7)
+
+
+def test_exactly_one_compile_per_batch_size(model):
+    batches = {size: to_device(synthetic_batch(model.config, size, seed=size)) for size in (1, 3)}
+    with CompileCounter() as counter:
+        predictor = CompiledPredictor(model, [1, 3])
+        after_compile = counter.count
+        for _ in range(4):
+            for batch in batches.values():
+                predictor(batch).block_until_ready()
+        predictor.compile(3)  # already compiled: a no-op
+    assert after_compile == 2
+    assert counter.count == 2
+    assert sorted(predictor.compile_seconds) == [1, 3]
+
+
+def test_compile_counter_sees_compilations():
+    """The guard above can fail: a fresh jit of a new shape is counted."""
+    with CompileCounter() as counter:
+        jax.jit(lambda x: x * 3 + 1)(jnp.ones((17, 3))).block_until_ready()
+    assert counter.count >= 1
+
+
+def test_parameters_are_arguments_not_constants(model):
+    predictor = CompiledPredictor(model, [2])
+    batch = synthetic_batch(model.config, 2, seed=0)
+    text = predictor._jitted.lower(predictor.params, batch).as_text()
+    assert re.search(r"%arg\d+: tensor<32000x64xf32>", text), "the table should be an argument"
+    # A closed-over table becomes a 2,048,000-float constant in the program text.
+    table = predictor.params["sparse_arch"]["weight"][...]
+    closed_over = jax.jit(lambda ids: table[ids]).lower(batch.sparse_ids).as_text()
+    assert len(closed_over) > 10 * len(text)
+
+
+@pytest.mark.parametrize("predictor_type", [CompiledPredictor, EagerPredictor])
+def test_out_of_range_ids_are_rejected(model, predictor_type):
+    batch = synthetic_batch(model.config, 2, seed=0)
+    predictor = predictor_type(model)
+    if isinstance(predictor, CompiledPredictor):
+        predictor.compile(2)
+    for bad_id in (1000, -1):
+        ids = batch.sparse_ids.copy()
+        ids[1, 30, 7] = bad_id
+        with pytest.raises(IdOutOfRangeError, match=rf"first is {bad_id} at \[sample 1, table 30"):
+            predictor(batch._replace(sparse_ids=ids))
+
+
+def test_uncompiled_batch_size_is_refused(model):
+    predictor = CompiledPredictor(model, [2])
+    with pytest.raises(ValueError, match=r"batch size 4; compiled sizes are \[2\]"):
+        predictor(synthetic_batch(model.config, 4, seed=0))
+    with pytest.raises(ValueError, match="positive; got 0"):
+        predictor.compile(0)
