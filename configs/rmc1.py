@@ -1,4 +1,4 @@
-"""RMC1: the paper's recommendation model class 1, and a tiny variant for tests.
+"""RMC1: the paper's recommendation model class 1 (its `-tiny` variant comes from `configs.tiny`).
 
 Source: Gupta et al., "The Architectural Implications of Facebook's DNN-based Personalized
 Recommendation", HPCA 2020 (Table I), with the exact sizes of the open-source DeepRecSys model
@@ -11,33 +11,22 @@ Benchmark:
     python -m benchmarks.latency --model=rmc1-tiny
 """
 
-import dataclasses
-
-from recjax.models.dlrm import DLRMConfig, uniform_tables
-
-TINY_ROWS = 1_000
+from recjax.models.dlrm import DLRMConfig, one_bag_per_table
 
 
 def rmc1() -> DLRMConfig:
+    tables, features = one_bag_per_table(
+        "rmc1_table", count=8, num_rows=4_000_000, dim=32, pooling_factor=80
+    )
     return DLRMConfig(
         name="rmc1",
+        tables=tables,
+        features=features,
         dense_features=128,
         bottom_mlp=(64, 32),
-        tables=uniform_tables("rmc1_table", count=8, num_rows=4_000_000, dim=32),
-        pooling_factor=80,
         top_mlp=(256, 64, 1),
         interaction="cat",
     )
 
 
-def rmc1_tiny() -> DLRMConfig:
-    """RMC1 with 1,000 rows per table: the same MLPs, table count, dim and pooling factor."""
-    full = rmc1()
-    return dataclasses.replace(
-        full,
-        name="rmc1-tiny",
-        tables=uniform_tables("rmc1_table", count=8, num_rows=TINY_ROWS, dim=32),
-    )
-
-
-PRESETS = {"rmc1": rmc1, "rmc1-tiny": rmc1_tiny}
+PRESETS = {"rmc1": rmc1}

@@ -1,4 +1,4 @@
-"""RMC2: the paper's recommendation model class 2, and a tiny variant for tests.
+"""RMC2: the paper's recommendation model class 2 (its `-tiny` variant comes from `configs.tiny`).
 
 Source: Gupta et al., "The Architectural Implications of Facebook's DNN-based Personalized
 Recommendation", HPCA 2020 (Table I), with the exact sizes of the open-source DeepRecSys model
@@ -11,33 +11,22 @@ Benchmark:
     python -m benchmarks.latency --model=rmc2-tiny
 """
 
-import dataclasses
-
-from recjax.models.dlrm import DLRMConfig, uniform_tables
-
-TINY_ROWS = 1_000
+from recjax.models.dlrm import DLRMConfig, one_bag_per_table
 
 
 def rmc2() -> DLRMConfig:
+    tables, features = one_bag_per_table(
+        "rmc2_table", count=32, num_rows=500_000, dim=64, pooling_factor=120
+    )
     return DLRMConfig(
         name="rmc2",
+        tables=tables,
+        features=features,
         dense_features=256,
         bottom_mlp=(128, 64),
-        tables=uniform_tables("rmc2_table", count=32, num_rows=500_000, dim=64),
-        pooling_factor=120,
         top_mlp=(128, 64, 1),
         interaction="cat",
     )
 
 
-def rmc2_tiny() -> DLRMConfig:
-    """RMC2 with 1,000 rows per table: the same MLPs, table count, dim and pooling factor."""
-    full = rmc2()
-    return dataclasses.replace(
-        full,
-        name="rmc2-tiny",
-        tables=uniform_tables("rmc2_table", count=32, num_rows=TINY_ROWS, dim=64),
-    )
-
-
-PRESETS = {"rmc2": rmc2, "rmc2-tiny": rmc2_tiny}
+PRESETS = {"rmc2": rmc2}

@@ -1,4 +1,4 @@
-"""RMC3: the paper's recommendation model class 3, and a tiny variant for tests.
+"""RMC3: the paper's recommendation model class 3 (its `-tiny` variant comes from `configs.tiny`).
 
 Source: Gupta et al., "The Architectural Implications of Facebook's DNN-based Personalized
 Recommendation", HPCA 2020 (Table I), with the exact sizes of the open-source DeepRecSys model
@@ -11,33 +11,22 @@ Benchmark:
     python -m benchmarks.latency --model=rmc3-tiny
 """
 
-import dataclasses
-
-from recjax.models.dlrm import DLRMConfig, uniform_tables
-
-TINY_ROWS = 1_000
+from recjax.models.dlrm import DLRMConfig, one_bag_per_table
 
 
 def rmc3() -> DLRMConfig:
+    tables, features = one_bag_per_table(
+        "rmc3_table", count=10, num_rows=2_000_000, dim=32, pooling_factor=20
+    )
     return DLRMConfig(
         name="rmc3",
+        tables=tables,
+        features=features,
         dense_features=2560,
         bottom_mlp=(1024, 256, 32),
-        tables=uniform_tables("rmc3_table", count=10, num_rows=2_000_000, dim=32),
-        pooling_factor=20,
         top_mlp=(512, 256, 1),
         interaction="cat",
     )
 
 
-def rmc3_tiny() -> DLRMConfig:
-    """RMC3 with 1,000 rows per table: the same MLPs, table count, dim and pooling factor."""
-    full = rmc3()
-    return dataclasses.replace(
-        full,
-        name="rmc3-tiny",
-        tables=uniform_tables("rmc3_table", count=10, num_rows=TINY_ROWS, dim=32),
-    )
-
-
-PRESETS = {"rmc3": rmc3, "rmc3-tiny": rmc3_tiny}
+PRESETS = {"rmc3": rmc3}

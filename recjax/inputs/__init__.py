@@ -1,1 +1,10 @@
 """Model inputs: tables, features, the keyed batch, synthetic inputs and input checks."""
+
+from recjax.inputs.checks import InvalidInputError as InvalidInputError
+from recjax.inputs.features import FeatureConfig as FeatureConfig
+from recjax.inputs.features import Features as Features
+from recjax.inputs.features import TableConfig as TableConfig
+from recjax.inputs.features import make_features as make_features
+from recjax.inputs.synthetic import abstract_features as abstract_features
+from recjax.inputs.synthetic import synthetic_features as synthetic_features
+from recjax.inputs.synthetic import to_device as to_device

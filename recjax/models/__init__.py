@@ -1,6 +1,9 @@
-"""Recommendation model architectures, one file per family."""
+"""Recommendation model families, one module each, under one contract (`family.py`)."""
 
 from recjax.models.dlrm import DLRM as DLRM
 from recjax.models.dlrm import DLRMConfig as DLRMConfig
-from recjax.models.dlrm import abstract_model as abstract_model
-from recjax.models.dlrm import uniform_tables as uniform_tables
+from recjax.models.family import ModelConfig as ModelConfig
+from recjax.models.family import Stage as Stage
+from recjax.models.family import abstract_model as abstract_model
+from recjax.models.registry import FAMILIES as FAMILIES
+from recjax.models.registry import family_of as family_of

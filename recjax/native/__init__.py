@@ -10,6 +10,7 @@ import ctypes
 import functools
 import glob
 import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,20 +62,41 @@ def _library() -> ctypes.CDLL:
     return library
 
 
-def sparse_lengths_sum(stacked: jax.Array, flat_ids: jax.Array) -> jax.Array:
-    """Sum-pooled embedding bags by the C++ kernel, usable inside `jax.jit`.
+def sparse_lengths_sum(
+    stacked: jax.Array,
+    ids: jax.Array,
+    lengths: jax.Array | None,
+    weights: jax.Array | None,
+    *,
+    row_offsets: Sequence[int],
+    mean: bool,
+) -> jax.Array:
+    """Pooled embedding bags by the C++ kernel, usable inside `jax.jit`.
 
     Args:
-      stacked: [N, D] float32, all tables.
-      flat_ids: [B, T, L] int32 rows of `stacked`, clamped to [0, N) by the kernel.
+      stacked: [N, D] float32, tables of one dim stacked.
+      ids: [B, T, C] int32 ids within each bag's table; rows are clamped to [0, N) by the kernel.
+      lengths: [B, T] int32 valid ids per bag, or None when every bag holds C ids.
+      weights: [B, T, C] float32 per-id weights, or None.
+      row_offsets: T ints, the first row of bag t's table in `stacked`.
+      mean: divide each bag's sum by its length.
 
     Returns:
       [B, T, D] float32.
     """
     _library()
-    batch, num_tables, _ = flat_ids.shape
-    result = jax.ShapeDtypeStruct((batch, num_tables, stacked.shape[1]), jnp.float32)
-    return jax.ffi.ffi_call(FFI_TARGET, result)(stacked, flat_ids)
+    batch, num_bags, _ = ids.shape
+    result = jax.ShapeDtypeStruct((batch, num_bags, stacked.shape[1]), jnp.float32)
+    no_lengths = jnp.zeros((0,), jnp.int32)
+    no_weights = jnp.zeros((0,), jnp.float32)
+    return jax.ffi.ffi_call(FFI_TARGET, result)(
+        stacked,
+        ids,
+        no_lengths if lengths is None else lengths,
+        no_weights if weights is None else weights,
+        row_offsets=np.asarray(row_offsets, np.int64),
+        mean=bool(mean),
+    )
 
 
 def gather_rows(table: np.ndarray, row_ids: np.ndarray, threads: int) -> float:

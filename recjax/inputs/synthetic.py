@@ -1,0 +1,73 @@
+"""Inputs from a model's tables and features alone: abstract shapes and seeded synthetic batches.
+
+Shapes: `B` batch, `F` dense features, `K` sparse features, `W` = sum_k C_k, the id block's width.
+"""
+
+import jax
+import numpy as np
+
+from recjax.inputs.features import FeatureLayout, Features
+
+
+def _columns(config, values) -> np.ndarray:
+    """[W] one value per id column: `values[k]` repeated over feature k's capacity."""
+    capacities = [feature.capacity for feature in config.features]
+    return np.repeat(np.asarray(values), capacities)
+
+
+def abstract_features(config, batch_size: int, labels: bool = False) -> Features:
+    """Shapes and dtypes of a batch of `config`'s inputs, for lowering without data."""
+    layout = FeatureLayout.of(config.features)
+    weighted = any(feature.weighted for feature in config.features)
+    return Features(
+        dense=jax.ShapeDtypeStruct((batch_size, config.dense_features), np.float32),
+        ids=jax.ShapeDtypeStruct((batch_size, layout.width), np.int32),
+        lengths=jax.ShapeDtypeStruct((batch_size, len(layout.names)), np.int32),
+        weights=jax.ShapeDtypeStruct((batch_size, layout.width), np.float32) if weighted else None,
+        labels=(
+            {head: jax.ShapeDtypeStruct((batch_size,), np.float32) for head in config.heads}
+            if labels
+            else None
+        ),
+        layout=layout,
+    )
+
+
+def synthetic_features(config, batch_size: int, seed: int, labels: bool = False) -> Features:
+    """A reproducible host batch of `config`'s inputs.
+
+    Dense features are uniform in [0, 1); ids uniform over each feature's table; a fixed-length
+    feature fills its capacity, any other draws its length uniformly from [1, C] and holds id 0 past
+    it; weights (of weighted features) are uniform in [0, 1); labels, if asked for, are fair coin
+    flips per head. Generated with NumPy's PCG64 in a few vectorized calls (batch 1024 of rmc2, 3.9 M
+    ids, in tens of milliseconds); the same (config, batch_size, seed) always gives the same batch.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}.")
+    rng = np.random.default_rng(seed)
+    layout = FeatureLayout.of(config.features)
+    dense = rng.random((batch_size, config.dense_features), dtype=np.float32)
+    rows = _columns(config, [config.table(feature.table).num_rows for feature in config.features])
+    ids = rng.integers(0, rows[None, :], size=(batch_size, layout.width)).astype(np.int32)
+    capacities = np.asarray(layout.capacities)
+    fixed = np.asarray([feature.fixed_length for feature in config.features])
+    drawn = rng.integers(1, capacities[None, :] + 1, size=(batch_size, len(capacities)))
+    lengths = np.where(fixed[None, :], capacities[None, :], drawn).astype(np.int32)
+    if not fixed.all():
+        position = np.concatenate([np.arange(capacity) for capacity in capacities])
+        feature_of_column = _columns(config, np.arange(len(capacities)))
+        ids = np.where(position[None, :] < lengths[:, feature_of_column], ids, 0).astype(np.int32)
+    weights = None
+    if any(feature.weighted for feature in config.features):
+        weights = rng.random((batch_size, layout.width), dtype=np.float32)
+    label_values = None
+    if labels:
+        label_values = {
+            head: rng.integers(0, 2, size=batch_size).astype(np.float32) for head in config.heads
+        }
+    return Features(dense, ids, lengths, weights, label_values, layout)
+
+
+def to_device(batch: Features) -> Features:
+    """The batch as committed device arrays, transferred and ready (for timing)."""
+    return jax.block_until_ready(jax.device_put(batch))

@@ -1,0 +1,155 @@
+"""The model-family contract: what every family provides, and all the infrastructure relies on.
+
+A family is one module under `recjax/models/` with a config class derived from `ModelConfig` (a
+frozen, validated dataclass) and an NNX module. The config knows everything the infrastructure
+needs, so inference, memory checks, the latency sweep, the breakdown, co-location and the load
+generator never name a family:
+
+  config.build(rngs)                 the NNX module; module(batch) -> {head: logits [B]}
+  config.tables, config.features     embedding tables and the sparse features bound to them
+  config.dense_features              F, the width of the dense input
+  config.heads                       the output heads (tasks), e.g. ("click",)
+  config.stages()                    named pure sub-programs, for `benchmarks.breakdown`
+  config.cost()                      parameter bytes, FLOPs and embedding bytes per sample
+  config.architecture_summary()      one line in the paper's notation
+
+Abstract and synthetic inputs follow from the tables and features (`recjax.inputs.synthetic`).
+Shapes: `B` batch, `F` dense features, `D` embedding dim.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from recjax.inputs.features import FeatureConfig, TableConfig, check_tables_and_features
+from recjax.layers.embedding_bag import check_lowering
+
+STAGE_KINDS = ("embedding", "fc", "interaction", "other")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One named part of a model's forward pass, compiled and timed on its own by the breakdown.
+
+    Attributes:
+      name: e.g. "embedding", "bottom_mlp", "interaction", "top_mlp".
+      inputs: the values it reads: "batch" (the `Features`) or the names of earlier stages.
+      apply: (model, *inputs) -> its output, a pure function of the model's parameters.
+      kind: "embedding", "fc" (fully connected layers), "interaction" or "other"; the breakdown
+        sums the shares of each kind (the paper's FC share).
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    apply: Callable[..., Any]
+    kind: str
+
+    def __post_init__(self):
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(
+                f"Stage {self.name!r}: unknown kind {self.kind!r}; expected one of {STAGE_KINDS}."
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The fields and behaviour every family's config shares; subclasses add their architecture.
+
+    Attributes:
+      name: the preset's name, e.g. "rmc2".
+      tables: the embedding tables.
+      features: the sparse features, each bound to a table; their order is the batch's.
+      dense_features: F, the width of the dense input (0 for none).
+      embedding_lowering: how embedding bags are expressed for XLA; see
+        `recjax.layers.embedding_bag.LOWERINGS` ("auto": the native kernel when built).
+    """
+
+    name: str
+    tables: tuple[TableConfig, ...]
+    features: tuple[FeatureConfig, ...]
+    dense_features: int
+    embedding_lowering: str = "auto"
+
+    # Subclasses override these.
+    heads: tuple[str, ...] = ("click",)
+
+    def __post_init__(self):
+        if self.dense_features < 0:
+            raise ValueError(f"{self.name}: dense_features must be >= 0; got {self.dense_features}.")
+        if not self.tables or not self.features:
+            raise ValueError(f"{self.name}: a model needs at least one table and one feature.")
+        check_tables_and_features(self.name, self.tables, self.features)
+        check_lowering(self.embedding_lowering)
+
+    # --- what a family implements ---------------------------------------------------------------
+
+    def build(self, rngs: nnx.Rngs) -> nnx.Module:
+        """The family's NNX module with fresh parameters; module(batch) -> {head: logits [B]}."""
+        raise NotImplementedError
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The forward pass as named pure sub-programs, in order; the last gives the heads."""
+        raise NotImplementedError
+
+    def dense_flops_per_sample(self) -> int:
+        """FLOPs of the fully connected layers and interactions for one sample (a multiply-add
+        counts as two)."""
+        raise NotImplementedError
+
+    def architecture_summary(self) -> str:
+        """One line in the paper's notation."""
+        raise NotImplementedError
+
+    # --- what follows from the contract --------------------------------------------------------
+
+    def table(self, name: str) -> TableConfig:
+        return next(table for table in self.tables if table.name == name)
+
+    @property
+    def table_bytes(self) -> int:
+        return sum(table.num_bytes for table in self.tables)
+
+    @property
+    def parameter_bytes(self) -> int:
+        """Bytes of every parameter: tables, weights and biases (from the abstract model)."""
+        return _parameter_bytes(self)
+
+    @property
+    def embedding_bytes_per_sample(self) -> int:
+        """Bytes of embedding rows gathered for one sample at full capacity: sum_k C_k * row bytes."""
+        return sum(
+            feature.capacity * self.table(feature.table).row_bytes for feature in self.features
+        )
+
+    @property
+    def lookups_per_sample(self) -> int:
+        return sum(feature.capacity for feature in self.features)
+
+    def cost(self) -> dict[str, int]:
+        """The preset's size and per-sample cost, for reports."""
+        return {
+            "parameter_bytes": self.parameter_bytes,
+            "table_bytes": self.table_bytes,
+            "dense_flops_per_sample": self.dense_flops_per_sample(),
+            "embedding_bytes_per_sample": self.embedding_bytes_per_sample,
+            "lookups_per_sample": self.lookups_per_sample,
+        }
+
+
+def abstract_model(config: ModelConfig) -> nnx.Module:
+    """The model with every parameter a `jax.ShapeDtypeStruct`: shapes without allocation."""
+    return nnx.eval_shape(lambda: config.build(nnx.Rngs(0)))
+
+
+@functools.cache
+def _parameter_bytes(config: ModelConfig) -> int:
+    state = nnx.state(abstract_model(config), nnx.Param)
+    return sum(
+        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree.leaves(state)
+    )

@@ -1,0 +1,18 @@
+"""The model families, by name: every config class that follows the family contract."""
+
+from recjax.models.dlrm import DLRMConfig
+from recjax.models.family import ModelConfig
+
+FAMILIES: dict[str, type[ModelConfig]] = {
+    "dlrm": DLRMConfig,
+}
+
+
+def family_of(config: ModelConfig) -> str:
+    """The registered name of `config`'s family; raises ValueError for an unregistered class."""
+    for name, config_class in FAMILIES.items():
+        if type(config) is config_class:
+            return name
+    raise ValueError(
+        f"{type(config).__name__} is not a registered model family; registered: {sorted(FAMILIES)}."
+    )
