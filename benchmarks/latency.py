@@ -3,6 +3,10 @@ r"""Compiled (jit) versus eager inference latency of one preset, per batch size.
     python -m benchmarks.latency --model=rmc2
     python -m benchmarks.latency --model=rmc3-tiny --batch_sizes=1,64 --modes=jit
     python -m benchmarks.latency --model=rmc1 --modes=jit,torch   # needs pip install -e '.[torch]'
+    python -m benchmarks.latency --model=rmc2-tiny --override=top_mlp=512,256,1
+
+The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
+--override) are defined in benchmarks/flags.py.
 
 Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), and
 writes results.json and TensorBoard event files into --logdir:
@@ -11,28 +15,24 @@ writes results.json and TensorBoard event files into --logdir:
 """
 
 import dataclasses
-import json
 import os
-import shlex
 import sys
 
 from absl import app, flags
 
-import configs
-from benchmarks import common
+from benchmarks import flags as shared
 from recjax.bench import latency_bound, latency_sweep
 from recjax.bench.timing import TimingBudget
-from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
-from recjax.reporting.fingerprint import fingerprint_summary, machine_fingerprint
-from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.layers.embedding_bag import resolve_lowering
+from recjax.reporting.fingerprint import fingerprint_summary
+from recjax.reporting.run_reporter import RunReporter
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime import threads
 from recjax.runtime.memory import GIB, peak_resident_bytes
-from recjax.runtime.model_setup import HUGE_PAGES_FLAG_HELP, build_model
+from recjax.runtime.model_setup import build_model
 
 TORCH_HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
-_MODEL = flags.DEFINE_enum("model", "rmc2", configs.names(), "Model preset to benchmark.")
 _BATCH_SIZES = flags.DEFINE_list(
     "batch_sizes", ["1", "16", "64", "256", "1024"], "Comma-separated batch sizes to sweep."
 )
@@ -40,16 +40,8 @@ _MODES = flags.DEFINE_list(
     "modes",
     ["jit", "eager"],
     "Comma-separated modes: jit (AOT-compiled for the CPU backend), eager (the same function op "
-    "by op under jax.disable_jit), torch (the same weights in an eager PyTorch DLRM with one "
-    "nn.EmbeddingBag per table; needs the torch extra; timed with the jit budget).",
-)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and the synthetic batches.")
-_EMBEDDING_LOWERING = flags.DEFINE_enum(
-    "embedding_lowering",
-    None,
-    [AUTO, *sorted(LOWERINGS)],
-    "Embedding-bag lowering; default: the preset's own (auto: the native kernel when built, "
-    "else the best pure-JAX form).",
+    "by op under jax.disable_jit), torch (the same weights in the family's eager PyTorch twin, "
+    "for families that have one; needs the torch extra; timed with the jit budget).",
 )
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed jit calls per batch size before timing.")
 _MIN_ITERATIONS = flags.DEFINE_integer("min_iterations", 50, "Fewest timed jit calls.")
@@ -63,15 +55,6 @@ _EAGER_MAX_SECONDS = flags.DEFINE_float(
     "eager_max_seconds",
     5.0,
     "Time budget of eager timing per batch size (s): eager is slow, so it gets fewer calls.",
-)
-_HUGE_PAGES = flags.DEFINE_bool(
-    "huge_pages",
-    True,
-    HUGE_PAGES_FLAG_HELP
-    + f" With --modes=torch, also sets {TORCH_HUGE_PAGES_VARIABLE}=1 for torch.",
-)
-_LOGDIR = flags.DEFINE_string(
-    "logdir", None, "Where results.json and event files go; default runs/latency/<model>-<time>."
 )
 _THREADS = flags.DEFINE_integer(
     "threads",
@@ -94,7 +77,7 @@ flags.register_validator(
 
 flags.register_validator(
     "batch_sizes",
-    common.positive_integers,
+    shared.positive_integers,
     message="--batch_sizes must be a non-empty comma-separated list of positive integers.",
 )
 flags.register_validator(
@@ -108,7 +91,7 @@ def _settings() -> latency_sweep.SweepSettings:
     return latency_sweep.SweepSettings(
         batch_sizes=tuple(int(value) for value in _BATCH_SIZES.value),
         modes=tuple(dict.fromkeys(_MODES.value)),
-        seed=_SEED.value,
+        seed=shared.SEED.value,
         jit_budget=TimingBudget(
             warmup=_WARMUP.value,
             min_iterations=_MIN_ITERATIONS.value,
@@ -133,17 +116,20 @@ def main(argv: list[str]) -> None:
         except ValueError as error:
             raise app.UsageError(str(error)) from error
         print(f"threads: {_THREADS.value} (PJRT_NPROC={_THREADS.value}, pinned to cores {cores})")
-    common.start_on_cpu()
-    config = common.preset(_MODEL.value, _EMBEDDING_LOWERING.value)
+    shared.start_on_cpu()
+    config = shared.model_config()
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
-        logdir = prepare_logdir(_LOGDIR.value or default_logdir("latency", config.name))
     except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
     thread_counts = {"usable_cores": len(os.sched_getaffinity(0))}
     if "torch" in settings.modes:
-        if _HUGE_PAGES.value:
+        from recjax.interop.torch_twins import has_torch_twin
+
+        if not has_torch_twin(config):
+            raise app.UsageError(f"--modes=torch: {config.name} has no PyTorch twin.")
+        if shared.HUGE_PAGES.value:
             # PyTorch's CPU allocator asks for huge pages when this is set before its first
             # allocation: both frameworks then hold their tables in 2 MiB pages.
             os.environ.setdefault(TORCH_HUGE_PAGES_VARIABLE, "1")
@@ -152,16 +138,19 @@ def main(argv: list[str]) -> None:
         except ImportError as error:
             sys.exit(f"error: --modes=torch: {error}")
         thread_counts.update(torch_dlrm.set_torch_threads(thread_counts["usable_cores"]))
-    needed = common.check_memory_or_exit(
+    needed = shared.check_memory_or_exit(
         config,
         max(settings.batch_sizes),
         extra_parameter_copies=int("torch" in settings.modes),  # torch's own copy
     )
+    try:
+        reporter = RunReporter.start("latency", config, shared.LOGDIR.value, sys.argv)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
 
-    fingerprint = machine_fingerprint()
-    print(f"machine: {fingerprint_summary(fingerprint)}")
-    common.print_model_header(config, needed, lowering, lowering_note)
-    print(f"logdir:  {logdir}")
+    print(f"machine: {fingerprint_summary(reporter.fingerprint)}")
+    shared.print_model_header(config, needed, lowering, lowering_note)
+    print(f"logdir:  {reporter.logdir}")
     threads_line = f"threads: {thread_counts['usable_cores']} usable cores; XLA uses all of them"
     if "torch_num_threads" in thread_counts:
         threads_line += (
@@ -177,49 +166,35 @@ def main(argv: list[str]) -> None:
         f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
         f"per batch size, so fewer calls and a coarser p99 than jit"
     )
-    model, huge_pages = build_model(config, settings.seed, _HUGE_PAGES.value)
+    model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
 
     measurements = latency_sweep.run_sweep(model, settings)
     table = latency_sweep.format_table(config, measurements)
-    peak = peak_resident_bytes()
     load_average["end"] = os.getloadavg()[0]
-    command = shlex.join(
-        [sys.executable.split(os.sep)[-1], "-m", "benchmarks.latency", *sys.argv[1:]]
-    )
     best = None
     if _P99_TARGET_MS.value is not None:
         best = latency_bound.best_under_p99(measurements, _P99_TARGET_MS.value)
-    results = {
-        "benchmark": "latency",
-        "command": command,
-        "model": config.name,
-        "config": dataclasses.asdict(config),
-        "cost": config.cost(),
-        "embedding_lowering": lowering,
-        "huge_pages": huge_pages,
-        "settings": dataclasses.asdict(settings),
-        "fingerprint": fingerprint,
-        "peak_resident_bytes": peak,
-        "thread_counts": thread_counts,
-        "load_average_1min": load_average,
-        "results": [m.to_json() for m in measurements],
-        "threads": _THREADS.value,
-        "latency_bound": best and latency_bound.to_json(best, _P99_TARGET_MS.value),
-    }
-    results_path = os.path.join(logdir, "results.json")
-    write_json(results_path, results)
-    with SummaryWriter(logdir) as writer:
+    reporter.write_results(
+        {
+            "embedding_lowering": lowering,
+            "huge_pages": huge_pages,
+            "settings": dataclasses.asdict(settings),
+            "thread_counts": thread_counts,
+            "load_average_1min": load_average,
+            "results": [m.to_json() for m in measurements],
+            "threads": _THREADS.value,
+            "latency_bound": best and latency_bound.to_json(best, _P99_TARGET_MS.value),
+        }
+    )
+    with SummaryWriter(reporter.logdir) as writer:
         latency_sweep.write_summaries(
             writer,
             measurements,
             hparams={**latency_sweep.hparams_of(config, settings), "embedding_lowering": lowering},
-            texts={
-                "config": f"`{config.architecture_summary()}`\n\n```\n{config}\n```",
-                "fingerprint": "```\n" + json.dumps(fingerprint, indent=2) + "\n```",
-                "results": f"`{command}`\n\n```\n{table}\n```",
-            },
-            trial_id=os.path.basename(logdir),
+            texts={"results": f"`{reporter.command}`\n\n```\n{table}\n```"},
+            trial_id=os.path.basename(reporter.logdir),
         )
+        reporter.write_texts(writer)
         if best is not None:
             latency_bound.write_summaries(writer, best, _P99_TARGET_MS.value)
     print()
@@ -227,10 +202,10 @@ def main(argv: list[str]) -> None:
     print()
     if best is not None:
         print(latency_bound.format_best(best, _P99_TARGET_MS.value))
-    print(f"peak resident memory: {peak / GIB:.2f} GiB")
+    print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
     start_load, end_load = load_average["start"], load_average["end"]
     print(f"load average: {start_load:.2f} at the start, {end_load:.2f} at the end")
-    common.print_output_paths(results_path, logdir)
+    reporter.print_paths()
 
 
 if __name__ == "__main__":

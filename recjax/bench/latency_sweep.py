@@ -4,18 +4,24 @@ Modes:
   jit    the pure predict function, jitted for the CPU backend and compiled ahead of time per
          batch size (compile time reported on its own, outside the timed calls).
   eager  the same function on the same parameters and inputs, run op by op (`jax.disable_jit`).
-  torch  the same weights and inputs in an eager PyTorch DLRM (`recjax.interop.torch_dlrm`, one
-         nn.EmbeddingBag per table), timed with the jit budget; needs the optional torch extra.
+  torch  the same weights and inputs in the family's eager PyTorch twin
+         (`recjax.interop.torch_twins`; the DLRM's has one nn.EmbeddingBag per table), timed with
+         the jit budget; needs the optional torch extra.
+
+Every family goes through the same code: predictions are {head: probabilities [B]}, and the
+difference from jit is the largest over all heads.
 """
 
 import dataclasses
 from collections.abc import Callable
 
 import numpy as np
+from flax import nnx
 
 from recjax.bench.timing import LatencyStats, TimingBudget, time_calls
-from recjax.inputs.data import synthetic_batch, to_device
-from recjax.models.dlrm import DLRM, DLRMConfig
+from recjax.inputs.synthetic import synthetic_features, to_device
+from recjax.models.family import ModelConfig
+from recjax.models.overrides import overridable_fields
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime.inference import CompiledPredictor, EagerPredictor
 
@@ -77,21 +83,29 @@ class Measurement:
         }
 
 
+def _as_arrays(predictions: dict) -> dict[str, np.ndarray]:
+    return {head: np.asarray(value) for head, value in predictions.items()}
+
+
+def _max_abs_difference(output: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    return max(float(np.max(np.abs(output[head] - reference[head]))) for head in reference)
+
+
 def run_sweep(
-    model: DLRM, settings: SweepSettings, progress: Callable[[str], None] = print
+    model: nnx.Module, settings: SweepSettings, progress: Callable[[str], None] = print
 ) -> list[Measurement]:
     """Measures every (batch size, mode) on the same synthetic batch per batch size."""
     config = model.config
     predictors = {"jit": CompiledPredictor(model), "eager": EagerPredictor(model)}
     if "torch" in settings.modes:
-        from recjax.interop.torch_dlrm import TorchPredictor  # torch is an optional extra
+        from recjax.interop.torch_twins import torch_predictor  # torch is an optional extra
 
         progress(f"{config.name}: copying the weights into the PyTorch model ...")
-        predictors["torch"] = TorchPredictor(model)
+        predictors["torch"] = torch_predictor(model)
     total = len(settings.batch_sizes) * len(settings.modes)
     measurements = []
     for batch_size in settings.batch_sizes:
-        batch = to_device(synthetic_batch(config, batch_size, seed=settings.seed + batch_size))
+        batch = to_device(synthetic_features(config, batch_size, seed=settings.seed + batch_size))
         jit_output = None
         for mode in settings.modes:
             step = (
@@ -105,13 +119,13 @@ def run_sweep(
             progress(f"{step}: timing ...")
             # torch takes its own tensors, made once outside the timed calls like `batch` itself.
             inputs = predictor.prepare(batch) if mode == "torch" else batch
-            output = np.asarray(predictor(inputs))
+            output = _as_arrays(predictor(inputs))
             latencies = time_calls(lambda: predictor(inputs), settings.budget(mode))  # noqa: B023
             difference = None
             if mode == "jit":
                 jit_output = output
             elif jit_output is not None:
-                difference = float(np.max(np.abs(output - jit_output)))
+                difference = _max_abs_difference(output, jit_output)
             measurement = Measurement(mode, batch_size, latencies, compile_seconds, difference)
             measurements.append(measurement)
             stats = measurement.stats
@@ -133,7 +147,7 @@ def speedups(measurements: list[Measurement], baseline: str = "eager") -> dict[i
     }
 
 
-def format_table(config: DLRMConfig, measurements: list[Measurement]) -> str:
+def format_table(config: ModelConfig, measurements: list[Measurement]) -> str:
     """The results as a fixed-width table, one row per (mode, batch size).
 
     "jit speedup" is the eager p50 over the jit p50; "torch/jit" (shown when torch was measured) the
@@ -193,20 +207,18 @@ def write_summaries(
     writer.flush()
 
 
-def hparams_of(config: DLRMConfig, settings: SweepSettings) -> dict[str, bool | int | float | str]:
+def hparams_of(config: ModelConfig, settings: SweepSettings) -> dict[str, bool | int | float | str]:
     """The preset's fields and the run's settings, flattened for TensorBoard's hparams plugin."""
-    rows = sorted({table.num_rows for table in config.tables})
+    fields = {}
+    for name in overridable_fields(config):
+        value = getattr(config, name)
+        fields[name] = "-".join(map(str, value)) if isinstance(value, tuple) else value
     return {
+        **fields,
         "model": config.name,
-        "dense_features": config.dense_features,
-        "bottom_mlp": "-".join(map(str, (config.dense_features, *config.bottom_mlp))),
-        "top_mlp": "-".join(map(str, (config.top_mlp_in_features, *config.top_mlp))),
-        "num_tables": config.num_tables,
-        "rows_per_table": ",".join(map(str, rows)),
-        "embedding_dim": config.embedding_dim,
-        "pooling_factor": config.pooling_factor,
-        "interaction": config.interaction,
-        "embedding_lowering": config.embedding_lowering,
+        "tables": len(config.tables),
+        "sparse_features": len(config.features),
+        "lookups_per_sample": config.lookups_per_sample,
         "batch_sizes": ",".join(map(str, settings.batch_sizes)),
         "modes": ",".join(settings.modes),
         "seed": settings.seed,

@@ -37,10 +37,11 @@ def synthetic_features(config, batch_size: int, seed: int, labels: bool = False)
     """A reproducible host batch of `config`'s inputs.
 
     Dense features are uniform in [0, 1); ids uniform over each feature's table; a fixed-length
-    feature fills its capacity, any other draws its length uniformly from [1, C] and holds id 0 past
-    it; weights (of weighted features) are uniform in [0, 1); labels, if asked for, are fair coin
-    flips per head. Generated with NumPy's PCG64 in a few vectorized calls (batch 1024 of rmc2, 3.9 M
-    ids, in tens of milliseconds); the same (config, batch_size, seed) always gives the same batch.
+    feature fills its capacity, any other draws its length uniformly from [1, C] and holds id 0
+    past it; weights (of weighted features) are uniform in [0, 1); labels, if asked for, are fair
+    coin flips per head. Generated with NumPy's PCG64 in a few vectorized calls (batch 1024 of rmc2,
+    3.9 M ids, in tens of milliseconds); the same (config, batch_size, seed) always gives the same
+    batch.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}.")

@@ -98,7 +98,9 @@ class DLRMConfig(ModelConfig):
     def stages(self) -> tuple[Stage, ...]:
         return (
             Stage("embedding", ("batch",), lambda model, batch: model.embed(batch), "embedding"),
-            Stage("bottom_mlp", ("batch",), lambda model, batch: model.dense_arch(batch.dense), "fc"),
+            Stage(
+                "bottom_mlp", ("batch",), lambda model, batch: model.dense_arch(batch.dense), "fc"
+            ),
             Stage(
                 "interaction",
                 ("bottom_mlp", "embedding"),

@@ -80,7 +80,9 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.dense_features < 0:
-            raise ValueError(f"{self.name}: dense_features must be >= 0; got {self.dense_features}.")
+            raise ValueError(
+                f"{self.name}: dense_features must be >= 0; got {self.dense_features}."
+            )
         if not self.tables or not self.features:
             raise ValueError(f"{self.name}: a model needs at least one table and one feature.")
         check_tables_and_features(self.name, self.tables, self.features)
@@ -121,7 +123,7 @@ class ModelConfig:
 
     @property
     def embedding_bytes_per_sample(self) -> int:
-        """Bytes of embedding rows gathered for one sample at full capacity: sum_k C_k * row bytes."""
+        """Bytes of embedding rows gathered per sample at full capacity: sum_k C_k x row bytes."""
         return sum(
             feature.capacity * self.table(feature.table).row_bytes for feature in self.features
         )
@@ -150,6 +152,5 @@ def abstract_model(config: ModelConfig) -> nnx.Module:
 def _parameter_bytes(config: ModelConfig) -> int:
     state = nnx.state(abstract_model(config), nnx.Param)
     return sum(
-        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
-        for leaf in jax.tree.leaves(state)
+        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(state)
     )

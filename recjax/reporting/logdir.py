@@ -1,19 +1,50 @@
-"""Run directories: created and checked before any expensive work, written without half-files."""
+"""Run directories: created and checked before any expensive work, never overwritten, written
+without half-files."""
 
 import datetime
 import json
 import os
 import tempfile
 
+RESULTS_FILE = "results.json"
+EVENT_FILE_MARK = "tfevents"
+
+
+def _stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+
 
 def default_logdir(benchmark: str, model: str) -> str:
     """runs/<benchmark>/<model>-<UTC timestamp>, relative to the working directory."""
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", benchmark, f"{model}-{stamp}")
+    return os.path.join("runs", benchmark, f"{model}-{_stamp()}")
+
+
+def holds_a_run(path: str) -> bool:
+    """Whether `path` already holds a run's results.json or TensorBoard event files."""
+    if not os.path.isdir(path):
+        return False
+    return any(name == RESULTS_FILE or EVENT_FILE_MARK in name for name in os.listdir(path))
+
+
+def fresh_run_folder(path: str) -> str:
+    """`path` itself if it holds no run, else a new folder run-<UTC timestamp>[-N] inside it."""
+    if not holds_a_run(path):
+        return path
+    candidate = os.path.join(path, f"run-{_stamp()}")
+    suffix = 2
+    while os.path.exists(candidate):
+        candidate = os.path.join(path, f"run-{_stamp()}-{suffix}")
+        suffix += 1
+    return candidate
 
 
 def prepare_logdir(path: str) -> str:
-    """Creates `path` if needed and proves it writable; raises ValueError naming it otherwise."""
+    """Creates the run folder for `path` and proves it writable; returns its absolute path.
+
+    A folder that already holds a run is never overwritten: the run goes into a fresh folder
+    inside it (`fresh_run_folder`). Raises ValueError naming the folder if it cannot be written.
+    """
+    path = fresh_run_folder(path)
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):

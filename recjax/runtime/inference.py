@@ -34,7 +34,8 @@ PredictFn = Callable[[nnx.State, Features], tuple[Predictions, jax.Array]]
 
 
 def make_predict_fn(graphdef: nnx.GraphDef) -> PredictFn:
-    """The pure function (params, batch) -> ({head: probabilities [B]}, inputs_valid []) of a model."""
+    """The pure function (params, batch) -> ({head: probabilities [B]}, inputs valid []) of a
+    model."""
 
     def predict(params: nnx.State, batch: Features) -> tuple[Predictions, jax.Array]:
         model = nnx.merge(graphdef, params)
@@ -85,7 +86,7 @@ class CompiledPredictor:
         return self.compile_seconds[batch_size]
 
     def __call__(self, batch: Features) -> Predictions:
-        """{head: [B] probabilities}; raises InvalidInputError for an invalid id, length or value."""
+        """{head: [B] probabilities}; raises InvalidInputError for a bad id, length or value."""
         check_batch_shapes(self.config, batch)
         executable = self._executables.get(batch.batch_size)
         if executable is None:
@@ -106,7 +107,7 @@ class EagerPredictor:
         self._predict = make_predict_fn(graphdef)
 
     def __call__(self, batch: Features) -> Predictions:
-        """{head: [B] probabilities}; raises InvalidInputError for an invalid id, length or value."""
+        """{head: [B] probabilities}; raises InvalidInputError for a bad id, length or value."""
         check_batch_shapes(self.config, batch)
         with jax.disable_jit():
             probabilities, valid = self._predict(self.params, batch.without_labels())
