@@ -8,8 +8,11 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from recjax.bench.breakdown import REST, SHARE_SUM_TOLERANCE, STAGES
+import configs
+from recjax.bench.breakdown import REST, SHARE_SUM_TOLERANCE
 from tests.binaries.binary import run_binary
+
+STAGE_KINDS = {stage.name: stage.kind for stage in configs.get("rmc2-tiny").stages()}
 
 FAST = ["--min_iterations=3", "--min_seconds=0", "--max_seconds=0.3", "--warmup=1"]
 
@@ -34,22 +37,38 @@ def test_table_json_and_events_agree(tiny_run):
     assert [row[0] for row in rows] == ["1", "8"]
     results = json.loads((logdir / "results.json").read_text())
     assert results["model"] == "rmc2-tiny"
+    assert results["family"] == "dlrm"
     assert results["fingerprint"]["jax_backend"] == "cpu"
     by_batch = {r["batch_size"]: r for r in results["results"]}
     for row in by_batch.values():
         assert abs(sum(row["shares"].values()) - 1.0) <= SHARE_SUM_TOLERANCE
         assert row["end_to_end_ms"] == pytest.approx(row["stats"]["end_to_end"]["p50_ms"])
-        for stage in STAGES:
+        assert row["stage_kinds"] == STAGE_KINDS
+        assert list(row["shares"]) == [*STAGE_KINDS, REST]
+        for stage in STAGE_KINDS:
             expected = row["stage_ms"][stage] / row["end_to_end_ms"]
             assert row["shares"][stage] == pytest.approx(expected)
+        stages_ms = sum(row["stage_ms"].values())
+        for kind in ("fc", "embedding"):
+            of_kind = sum(row["stage_ms"][s] for s, k in STAGE_KINDS.items() if k == kind)
+            assert row[f"{kind}_share_of_stages"] == pytest.approx(of_kind / stages_ms)
     accumulator = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0})
     accumulator.Reload()
-    for name in (*STAGES, REST):
-        events = accumulator.Tensors(f"share/{name}")
+
+    def scalars(tag):
+        events = accumulator.Tensors(tag)
         assert [event.step for event in events] == [1, 8]
-        for event in events:
-            value = float(tensor_util.make_ndarray(event.tensor_proto))
-            assert value == pytest.approx(by_batch[event.step]["shares"][name], rel=1e-6)
+        return {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in events}
+
+    for name in (*STAGE_KINDS, REST):
+        for step, value in scalars(f"share/{name}").items():
+            assert value == pytest.approx(by_batch[step]["shares"][name], rel=1e-6)
+    for name in STAGE_KINDS:
+        for step, value in scalars(f"time_ms/{name}").items():
+            assert value == pytest.approx(by_batch[step]["stage_ms"][name], rel=1e-6)
+    for kind in ("fc", "embedding"):
+        for step, value in scalars(f"share_of_stages/{kind}").items():
+            assert value == pytest.approx(by_batch[step][f"{kind}_share_of_stages"], rel=1e-6)
 
 
 def test_profile_trace_is_written_where_tensorboard_looks(tiny_run):

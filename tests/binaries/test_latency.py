@@ -150,3 +150,36 @@ def test_torch_mode_runs_the_same_weights_and_records_threads(tmp_path):
     assert by_mode["torch"]["max_abs_difference_from_jit"] < 1e-5
     ratio = by_mode["torch"]["p50_ms"] / by_mode["jit"]["p50_ms"]
     assert rows[0][-1] == f"{ratio:.2f}x"  # the jit row's "torch/jit" column
+
+
+def test_override_changes_the_architecture_and_a_bad_one_is_named(tmp_path):
+    result = run_latency(
+        "--model=rmc1-tiny",
+        "--override=top_mlp=64,1",
+        "--override=interaction=dot",
+        "--batch_sizes=2",
+        "--modes=jit",
+        f"--logdir={tmp_path}",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    # dot over 8 features and the 32-wide bottom output: 32 + 9 * 8 / 2 = 68 inputs to the top MLP
+    assert "rmc1-tiny: bottom 128-64-32, top 68-64-1" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["top_mlp"] == [64, 1] and results["config"]["interaction"] == "dot"
+    bad = run_latency("--model=rmc1-tiny", "--override=top_mlp=64,2")
+    assert bad.returncode != 0
+    assert "the top MLP must end in one unit" in bad.stderr
+    assert "built the model" not in bad.stdout
+
+
+def test_a_second_run_into_the_same_logdir_keeps_the_first(tmp_path):
+    args = ("--model=rmc1-tiny", "--batch_sizes=1", "--modes=jit", f"--logdir={tmp_path}", *FAST)
+    assert run_latency(*args).returncode == 0
+    first = (tmp_path / "results.json").read_text()
+    second = run_latency(*args)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "results.json").read_text() == first
+    (inner,) = [path for path in tmp_path.iterdir() if path.name.startswith("run-")]
+    assert (inner / "results.json").exists()
+    assert f"results:     {inner}/results.json" in second.stdout
