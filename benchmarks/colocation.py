@@ -12,25 +12,25 @@ results.json and TensorBoard event files (scalars with N as the step) into --log
 
 N copies of a full preset may not fit in memory: the run is refused before starting, naming a
 --rows_scale that fits. Processes are always stopped, on failure of one instance and on Ctrl-C.
+
+The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
+--override) are defined in benchmarks/flags.py; every instance builds the same config.
 """
 
-import dataclasses
 import json
 import os
-import shlex
 import sys
 
 from absl import app, flags
 
-import configs
-from benchmarks import common
+from benchmarks import flags as shared
 from recjax.bench import colocation
+from recjax.layers.embedding_bag import resolve_lowering
 from recjax.reporting.fingerprint import fingerprint_summary
-from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from recjax.reporting.run_reporter import RunReporter
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime.memory import GIB, InsufficientMemoryError
 
-_MODEL = flags.DEFINE_enum("model", "rmc2", configs.names(), "Model preset of every instance.")
 _INSTANCES = flags.DEFINE_list(
     "instances", ["1", "2", "4"], "Comma-separated instance counts N, run one after another."
 )
@@ -51,14 +51,10 @@ _CORES_PER_INSTANCE = flags.DEFINE_integer(
     "default: the usable cores split evenly among the N instances.",
     lower_bound=1,
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the parameters and batches (plus the instance).")
-_LOGDIR = flags.DEFINE_string(
-    "logdir", None, "Where results.json and event files go; default runs/colocation/<model>-<time>."
-)
 
 flags.register_validator(
     "instances",
-    common.positive_integers,
+    shared.positive_integers,
     message="--instances must be a non-empty comma-separated list of positive integers.",
 )
 flags.register_validator(
@@ -71,13 +67,14 @@ flags.register_validator(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    sys.stdout.reconfigure(line_buffering=True)
-    config = colocation.scale_rows(configs.get(_MODEL.value), _ROWS_SCALE.value)
-    counts = tuple(dict.fromkeys(int(value) for value in _INSTANCES.value))
+    shared.start_on_cpu()
+    preset = shared.model_config()
+    config = colocation.scale_rows(preset, _ROWS_SCALE.value)
     try:
-        logdir = prepare_logdir(_LOGDIR.value or default_logdir("colocation", config.name))
-    except ValueError as error:
+        lowering, lowering_note = resolve_lowering(config.embedding_lowering)
+    except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
+    counts = tuple(dict.fromkeys(int(value) for value in _INSTANCES.value))
     usable = sorted(os.sched_getaffinity(0))
     if _CORES_PER_INSTANCE.value is not None and _CORES_PER_INSTANCE.value > len(usable):
         raise app.UsageError(
@@ -88,30 +85,37 @@ def main(argv: list[str]) -> None:
         needed = colocation.check_memory(config, max(counts), _BATCH_SIZE.value)
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")
-    # The parent never starts JAX (it would start threads of its own); every instance records
-    # its own fingerprint (its cores and XLA threads included) in results.json.
+    try:
+        reporter = RunReporter.start("colocation", config, shared.LOGDIR.value, sys.argv)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    # The parent computes nothing: its JAX backend (started for the fingerprint at the head of
+    # results.json) idles while the instances run, and every instance records its own
+    # fingerprint (its cores and XLA threads included) in results.json.
     print(f"machine: {len(usable)} usable cores {usable}; {os.cpu_count()} logical CPUs")
     print(f"model:   {config.name}: {config.architecture_summary()}")
     if _ROWS_SCALE.value != 1:
         print(
             f"         a SCALED preset (--rows_scale={_ROWS_SCALE.value:g}): every table has "
-            f"{_ROWS_SCALE.value:g} of the rows of {_MODEL.value}; not the full-size model"
+            f"{_ROWS_SCALE.value:g} of the rows of {preset.name}; not the full-size model"
         )
     print(
         f"         {config.parameter_bytes / GIB:.2f} GiB of parameters per instance; "
         f"{max(counts)} instances need about {needed / GIB:.1f} GiB"
     )
+    print(f"         embedding-bag lowering: {lowering} ({lowering_note})")
     print(f"batch {_BATCH_SIZE.value}, {_DURATION_S.value:g} s of timed calls per N")
-    print(f"logdir:  {logdir}")
+    print(f"logdir:  {reporter.logdir}")
     try:
         runs = colocation.run_colocation(
             config,
             counts,
             _BATCH_SIZE.value,
             _DURATION_S.value,
-            _SEED.value,
+            shared.SEED.value,
             usable,
-            _CORES_PER_INSTANCE.value,
+            cores_per_instance=_CORES_PER_INSTANCE.value,
+            huge_pages=shared.HUGE_PAGES.value,
         )
     except colocation.InstanceFailedError as error:
         sys.exit(f"error: {error}\nAll instances have been stopped.")
@@ -123,37 +127,33 @@ def main(argv: list[str]) -> None:
         f"{_DURATION_S.value:g} s per N"
     )
     table = colocation.format_table(title, runs)
-    command = shlex.join(
-        [sys.executable.split(os.sep)[-1], "-m", "benchmarks.colocation", *sys.argv[1:]]
-    )
     settings = {
         "instances": list(counts),
         "batch_size": _BATCH_SIZE.value,
         "duration_s": _DURATION_S.value,
         "rows_scale": _ROWS_SCALE.value,
-        "seed": _SEED.value,
+        "seed": shared.SEED.value,
+        "huge_pages": shared.HUGE_PAGES.value,
+        "embedding_lowering": lowering,
         "usable_cores": usable,
         "cores_per_instance": _CORES_PER_INSTANCE.value,
     }
-    results_path = os.path.join(logdir, "results.json")
-    write_json(
-        results_path,
+    reporter.write_results(
         {
-            "benchmark": "colocation",
-            "command": command,
-            "model": config.name,
-            "scaled_from": _MODEL.value if _ROWS_SCALE.value != 1 else None,
-            "config": dataclasses.asdict(config),
-            "cost": config.cost(),
+            "scaled_from": preset.name if _ROWS_SCALE.value != 1 else None,
             "settings": settings,
             "results": colocation.to_json(runs),
-        },
+        }
     )
-    with SummaryWriter(logdir) as writer:
+    with SummaryWriter(reporter.logdir) as writer:
         colocation.write_summaries(writer, runs)
-        writer.text("config", f"`{config.architecture_summary()}`\n\n```\n{config}\n```")
-        writer.text("settings", "```\n" + json.dumps(settings, indent=2) + "\n```")
-        writer.text("results", f"`{command}`\n\n```\n{table}\n```")
+        reporter.write_texts(
+            writer,
+            {
+                "settings": "```\n" + json.dumps(settings, indent=2) + "\n```",
+                "results": f"`{reporter.command}`\n\n```\n{table}\n```",
+            },
+        )
     print()
     first = runs[0]
     print(f"machine (instance 0 of N={first.instances}): ", end="")
@@ -161,7 +161,7 @@ def main(argv: list[str]) -> None:
     print(table)
     print()
     print("slowdown: the instance's p50 (p99) over the N=1 instance's; samples/s: batch / mean.")
-    common.print_output_paths(results_path, logdir)
+    reporter.print_paths()
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 Each instance is a process started with `spawn` (a fresh interpreter: no JAX state is inherited).
 It pins itself to its cores and sizes XLA's thread pool to them before JAX starts, builds its own
-model, compiles and warms up, reports ready and waits; once every instance is ready, all start
-together and each times its own calls for the same duration. Each instance gets its own cores
-(by default the usable cores split evenly, or a fixed number each) while there are enough; beyond,
-instances share cores round robin and the run is marked oversubscribed (`plan_cores`).
+model (any family, through `config.build`), compiles and warms up on synthetic inputs, reports
+ready and waits; once every instance is ready, all start together and each times its own calls for
+the same duration. Each instance gets its own cores (by default the usable cores split evenly, or
+a fixed number each) while there are enough; beyond, instances share cores round robin and the
+run is marked oversubscribed (`plan_cores`).
 
 Processes are always cleaned up: an instance that fails (an exception, or an exit without a
 result) stops the others and raises `InstanceFailedError` naming it; so does a timeout, and so
@@ -27,8 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from recjax.bench.timing import LatencyStats, TimingBudget
-from recjax.layers.embedding_bag import EmbeddingTableConfig
-from recjax.models.dlrm import DLRMConfig
+from recjax.models.family import ModelConfig
 from recjax.runtime.memory import (
     GIB,
     InsufficientMemoryError,
@@ -80,25 +80,26 @@ def plan_cores(
     return plan, instances * cores_per_instance > len(cores)
 
 
-def scale_rows(config: DLRMConfig, rows_scale: float) -> DLRMConfig:
+def scale_rows(config: ModelConfig, rows_scale: float) -> ModelConfig:
     """`config` with every table's rows scaled by `rows_scale` (at least one row each).
 
-    The name gets a suffix, e.g. "rmc2-rows0.25", so results never pass for the full preset's.
-    A scale of 1 returns `config` unchanged.
+    Works for any family: only `config.tables` change (dims, dtypes, features and the rest of
+    the architecture are kept). The name gets a suffix, e.g. "rmc2-rows0.25", so results never
+    pass for the full preset's. A scale of 1 returns `config` unchanged.
     """
     if not 0 < rows_scale <= 1:
         raise ValueError(f"rows_scale must be in (0, 1]; got {rows_scale}.")
     if rows_scale == 1:
         return config
     tables = tuple(
-        EmbeddingTableConfig(table.name, max(1, round(table.num_rows * rows_scale)), table.dim)
+        dataclasses.replace(table, num_rows=max(1, round(table.num_rows * rows_scale)))
         for table in config.tables
     )
     return dataclasses.replace(config, name=f"{config.name}-rows{rows_scale:g}", tables=tables)
 
 
 def check_memory(
-    config: DLRMConfig,
+    config: ModelConfig,
     instances: int,
     batch_size: int,
     available_bytes: int | None = None,
@@ -130,14 +131,18 @@ def check_memory(
 
 @dataclasses.dataclass(frozen=True)
 class InstanceSpec:
-    """What one instance runs: a model, a batch size, for how long, on which cores."""
+    """What one instance runs: a model, a batch size, for how long, on which cores.
+
+    `huge_pages`: move the model's tables into 2 MiB pages (`recjax.runtime.model_setup`).
+    """
 
     index: int
-    config: DLRMConfig
+    config: ModelConfig
     batch_size: int
     duration_s: float
     cores: tuple[int, ...]
     seed: int
+    huge_pages: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,18 +183,18 @@ def _instance_main(spec: InstanceSpec, connection) -> None:
         import jax
 
         from recjax.bench.timing import time_calls
-        from recjax.inputs.data import synthetic_batch, to_device
+        from recjax.inputs.synthetic import synthetic_features, to_device
         from recjax.reporting.fingerprint import machine_fingerprint
         from recjax.runtime.inference import CompiledPredictor
         from recjax.runtime.model_setup import build_model
 
         jax.config.update("jax_platforms", "cpu")
         model, _ = build_model(
-            spec.config, spec.seed + spec.index, huge_pages=True, progress=lambda _: None
+            spec.config, spec.seed + spec.index, spec.huge_pages, progress=lambda _: None
         )
         predictor = CompiledPredictor(model, [spec.batch_size])
         batch = to_device(
-            synthetic_batch(spec.config, spec.batch_size, seed=spec.seed + 1000 * spec.index)
+            synthetic_features(spec.config, spec.batch_size, seed=spec.seed + 1000 * spec.index)
         )
         for _ in range(WARMUP_CALLS):
             predictor(batch)
@@ -325,13 +330,14 @@ class ColocationRun:
 
 
 def run_colocation(
-    config: DLRMConfig,
+    config: ModelConfig,
     instance_counts: Sequence[int],
     batch_size: int,
     duration_s: float,
     seed: int,
     usable_cores: Sequence[int],
     cores_per_instance: int | None = None,
+    huge_pages: bool = True,
     progress: Callable[[str], None] = print,
 ) -> list[ColocationRun]:
     """For each N in `instance_counts`, runs N instances at once, one N after another."""
@@ -341,7 +347,7 @@ def run_colocation(
         shared = " (oversubscribed: instances share cores)" if oversubscribed else ""
         progress(f"N={count}: starting {count} instance(s) of {config.name}{shared}")
         specs = [
-            InstanceSpec(index, config, batch_size, duration_s, tuple(cores), seed)
+            InstanceSpec(index, config, batch_size, duration_s, tuple(cores), seed, huge_pages)
             for index, cores in enumerate(core_sets)
         ]
         results = run_instances(specs, progress)

@@ -3,7 +3,11 @@
 import os
 import resource
 
-from recjax.models.dlrm import DLRMConfig
+import jax
+import numpy as np
+
+from recjax.inputs.synthetic import abstract_features
+from recjax.models.family import ModelConfig
 
 GIB = 2**30
 
@@ -37,17 +41,24 @@ def peak_resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def estimated_peak_bytes(config: DLRMConfig, max_batch_size: int) -> int:
+def batch_input_bytes(config: ModelConfig, batch_size: int) -> int:
+    """Bytes of one batch of inputs (dense, ids, lengths and weights if any; no labels)."""
+    return sum(
+        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree.leaves(abstract_features(config, batch_size))
+    )
+
+
+def estimated_peak_bytes(config: ModelConfig, max_batch_size: int) -> int:
     """Parameters, the largest table's initialization, the largest batch and its activations.
 
-    The activation term counts one [B, T, L, D] gather: the `gather_sum` lowering materializes it,
-    the others need less, so this errs on the safe side.
+    The activation term counts every embedding row a batch gathers at full capacity
+    (B x `config.embedding_bytes_per_sample`, one [B, T, C, D] gather per bag): the `gather_sum`
+    lowering materializes it, the others need less, so this errs on the safe side.
     """
-    largest_table = max(table.num_rows * table.dim for table in config.tables) * 4
+    largest_table = max(table.num_bytes for table in config.tables)
     initialization = INIT_BLOCK_COPIES * largest_table
-    batch_inputs = (
-        max_batch_size * (config.dense_features + config.num_tables * config.pooling_factor) * 4
-    )
+    batch_inputs = batch_input_bytes(config, max_batch_size)
     activations = max_batch_size * config.embedding_bytes_per_sample
     return (
         config.parameter_bytes
@@ -59,7 +70,7 @@ def estimated_peak_bytes(config: DLRMConfig, max_batch_size: int) -> int:
 
 
 def check_memory(
-    config: DLRMConfig,
+    config: ModelConfig,
     max_batch_size: int,
     smaller_presets: list[str],
     available_bytes: int | None = None,

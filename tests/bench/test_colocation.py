@@ -1,5 +1,6 @@
 """Co-location: the core plan, the memory check, and that no instance outlives a failure."""
 
+import dataclasses
 import os
 import re
 import signal
@@ -10,7 +11,7 @@ import pytest
 import configs
 from recjax.bench import colocation
 from recjax.bench.colocation import InstanceFailedError, InstanceSpec, plan_cores, scale_rows
-from recjax.layers.embedding_bag import EmbeddingTableConfig
+from recjax.inputs.features import FeatureConfig, TableConfig
 from recjax.runtime.memory import InsufficientMemoryError, estimated_peak_bytes
 
 
@@ -58,15 +59,31 @@ def test_scale_rows():
     half = scale_rows(full, 0.5)
     assert half.name == "rmc2-rows0.5"
     assert {table.num_rows for table in half.tables} == {250_000}
-    assert (half.bottom_mlp, half.top_mlp, half.pooling_factor) == (
-        full.bottom_mlp,
-        full.top_mlp,
-        full.pooling_factor,
-    )
+    assert [(t.name, t.dim, t.dtype) for t in half.tables] == [
+        (t.name, t.dim, t.dtype) for t in full.tables
+    ]
+    # Everything but the name and the tables' rows is the preset's (features, the architecture).
+    assert dataclasses.replace(half, name=full.name, tables=full.tables) == full
+    assert type(half) is type(full)
     assert scale_rows(full, 1.0) is full
     assert min(t.num_rows for t in scale_rows(configs.get("rmc2-tiny"), 1e-6).tables) == 1
     with pytest.raises(ValueError, match=r"rows_scale must be in \(0, 1\]; got 1.5"):
         scale_rows(full, 1.5)
+
+
+def test_scale_rows_scales_each_table_on_its_own():
+    base = configs.get("rmc2-tiny")
+    tables = (
+        dataclasses.replace(base.tables[0], num_rows=1_000),
+        dataclasses.replace(base.tables[1], num_rows=301),
+        dataclasses.replace(base.tables[2], num_rows=3),
+    )
+    features = tuple(FeatureConfig(table.name, table.name, capacity=4) for table in tables)
+    config = dataclasses.replace(base, name="mixed", tables=tables, features=features)
+    scaled = scale_rows(config, 0.1)
+    assert scaled.name == "mixed-rows0.1"
+    assert [table.num_rows for table in scaled.tables] == [100, 30, 1]  # 0.3 rows: at least 1
+    assert scaled.features == features
 
 
 def test_memory_check_names_a_scale_that_fits():
@@ -98,12 +115,11 @@ def collect_pids(lines):
 
 def test_a_failing_instance_fails_the_run_and_stops_the_others():
     # Over 2**31 rows: the model refuses to build (int32 ids), in the instance, before allocating.
-    broken = configs.get("rmc1-tiny").__class__(
-        **{
-            **configs.get("rmc1-tiny").__dict__,
-            "name": "broken",
-            "tables": (EmbeddingTableConfig("huge", 2**31, 4),),
-        }
+    broken = dataclasses.replace(
+        configs.get("rmc1-tiny"),
+        name="broken",
+        tables=(TableConfig("huge", 2**31, 32),),
+        features=(FeatureConfig("huge", "huge", capacity=1),),
     )
     lines = []
     start = time.monotonic()
@@ -132,3 +148,24 @@ def test_an_instance_killed_while_timing_fails_the_run_and_stops_the_others():
         colocation.run_instances([spec(0, tiny), spec(1, tiny)], progress=progress)
     for pid in collect_pids(lines):
         assert_gone(pid)
+
+
+def test_run_colocation_gives_each_n_its_specs(monkeypatch):
+    seen = []
+
+    def fake_run_instances(specs, progress):
+        seen.append(list(specs))
+        return []
+
+    monkeypatch.setattr(colocation, "run_instances", fake_run_instances)
+    tiny = configs.get("rmc1-tiny")
+    runs = colocation.run_colocation(
+        tiny, [1, 3], 4, 0.5, seed=7, usable_cores=[0, 1], huge_pages=False, progress=print
+    )
+    assert [(run.instances, run.oversubscribed) for run in runs] == [(1, False), (3, True)]
+    assert [[spec.cores for spec in specs] for specs in seen] == [[(0, 1)], [(0,), (1,), (0,)]]
+    for specs in seen:
+        assert [spec.index for spec in specs] == list(range(len(specs)))
+        for spec in specs:
+            assert (spec.config, spec.batch_size, spec.duration_s, spec.seed) == (tiny, 4, 0.5, 7)
+            assert spec.huge_pages is False

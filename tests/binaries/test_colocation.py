@@ -28,6 +28,8 @@ def test_tiny_run_reports_every_instance_and_the_aggregate(tmp_path):
             "--model=rmc1-tiny",
             "--instances=1,3",
             "--duration_s=0.3",
+            "--rows_scale=0.5",
+            "--embedding_lowering=pooling_loop",
             f"--logdir={tmp_path}",
         ],
         cwd=REPO,
@@ -37,6 +39,14 @@ def test_tiny_run_reports_every_instance_and_the_aggregate(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
+    # The header every binary writes, for the scaled preset (1,000 rows -> 500 per table).
+    assert (results["benchmark"], results["family"]) == ("colocation", "dlrm")
+    assert (results["model"], results["scaled_from"]) == ("rmc1-tiny-rows0.5", "rmc1-tiny")
+    assert {table["num_rows"] for table in results["config"]["tables"]} == {500}
+    assert results["config"]["embedding_lowering"] == "pooling_loop"
+    assert results["settings"]["embedding_lowering"] == "pooling_loop"
+    assert "--rows_scale=0.5" in results["command"]
+    assert results["cost"]["table_bytes"] == 8 * 500 * 32 * 4
     runs = {run["instances"]: run for run in results["results"]}
     assert set(runs) == {1, 3}
     assert runs[3]["oversubscribed"] == (len(os.sched_getaffinity(0)) < 3)

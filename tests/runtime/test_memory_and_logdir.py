@@ -1,22 +1,96 @@
+import dataclasses
 import json
 import os
 
 import pytest
 
 import configs
+from recjax.inputs.features import FeatureConfig
 from recjax.reporting.logdir import prepare_logdir, write_json
-from recjax.runtime.memory import GIB, InsufficientMemoryError, check_memory, estimated_peak_bytes
+from recjax.runtime.memory import (
+    GIB,
+    InsufficientMemoryError,
+    batch_input_bytes,
+    check_memory,
+    estimated_peak_bytes,
+)
 
 
-def test_estimate_by_hand():
-    config = configs.get("rmc2")
-    parameters = 4_096_000_000 + 4 * (256 * 128 + 128 + 128 * 64 + 64)  # tables, bottom MLP
-    parameters += 4 * (2112 * 128 + 128 + 128 * 64 + 64 + 64 * 1 + 1)  # top MLP
-    initialization = 3 * 500_000 * 64 * 4  # random bits, values, block of the largest table
-    inputs = 1024 * (256 + 32 * 120) * 4
-    gathered = 1024 * 32 * 120 * 64 * 4  # one [B, T, L, D] gather
+def mlp_bytes(widths):
+    """float32 weights and biases of dense layers widths[0] -> widths[1] -> ..."""
+    return 4 * sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+# name: (parameters, largest table, F, K, C, D), from the preset files and the paper's Table I.
+HAND = {
+    "rmc1": (
+        8 * 4_000_000 * 32 * 4 + mlp_bytes([128, 64, 32]) + mlp_bytes([32 + 8 * 32, 256, 64, 1]),
+        4_000_000 * 32 * 4,
+        128,
+        8,
+        80,
+        32,
+    ),
+    "rmc2": (
+        32 * 500_000 * 64 * 4 + mlp_bytes([256, 128, 64]) + mlp_bytes([64 + 32 * 64, 128, 64, 1]),
+        500_000 * 64 * 4,
+        256,
+        32,
+        120,
+        64,
+    ),
+    "rmc3": (
+        10 * 2_000_000 * 32 * 4
+        + mlp_bytes([2560, 1024, 256, 32])
+        + mlp_bytes([32 + 10 * 32, 512, 256, 1]),
+        2_000_000 * 32 * 4,
+        2560,
+        10,
+        20,
+        32,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND))
+def test_estimate_by_hand(name):
+    config = configs.get(name)
+    parameters, largest_table, dense, features, capacity, dim = HAND[name]
+    batch = 1024
+    initialization = 3 * largest_table  # random bits, values, block of the largest table
+    inputs = batch * (dense + features * capacity) * 4  # dense [B, F] f32, ids [B, K * C] i32
+    inputs += batch * features * 4  # lengths [B, K] i32
+    gathered = batch * features * capacity * dim * 4  # one [B, T, C, D] gather
     expected = parameters + initialization + inputs + gathered + GIB
-    assert estimated_peak_bytes(config, max_batch_size=1024) == expected
+    assert config.parameter_bytes == parameters
+    assert batch_input_bytes(config, batch) == inputs
+    assert estimated_peak_bytes(config, max_batch_size=batch) == expected
+
+
+def test_estimate_counts_weights_ragged_capacities_and_the_largest_table_in_bytes():
+    base = configs.get("rmc2-tiny")  # 32 tables x 1,000 rows x 64 dim
+    tables = (
+        dataclasses.replace(base.tables[0], num_rows=10),
+        dataclasses.replace(base.tables[1], num_rows=3_000),
+    )
+    features = (
+        FeatureConfig("a", tables[0].name, capacity=5, weighted=True),
+        FeatureConfig("b", tables[1].name, capacity=7, pooling="mean", fixed_length=False),
+        FeatureConfig("c", tables[1].name, capacity=2),
+    )
+    config = dataclasses.replace(base, tables=tables, features=features)
+    batch = 8
+    ids = batch * (5 + 7 + 2) * 4
+    weights = batch * (5 + 7 + 2) * 4  # one [B, sum C] f32 block once any feature is weighted
+    assert batch_input_bytes(config, batch) == batch * 256 * 4 + ids + batch * 3 * 4 + weights
+    expected = (
+        config.parameter_bytes
+        + 3 * 3_000 * 64 * 4
+        + batch_input_bytes(config, batch)
+        + batch * (5 + 7 + 2) * 64 * 4
+        + GIB
+    )
+    assert estimated_peak_bytes(config, batch) == expected
 
 
 def test_check_memory_refuses_naming_both_numbers():
