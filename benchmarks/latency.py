@@ -23,6 +23,7 @@ from absl import app, flags
 from benchmarks import flags as shared
 from recjax.bench import latency_bound, latency_sweep
 from recjax.bench.timing import TimingBudget
+from recjax.interop import torch_twins
 from recjax.layers.embedding_bag import resolve_lowering
 from recjax.reporting.fingerprint import fingerprint_summary
 from recjax.reporting.run_reporter import RunReporter
@@ -125,19 +126,17 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(str(error)) from error
     thread_counts = {"usable_cores": len(os.sched_getaffinity(0))}
     if "torch" in settings.modes:
-        from recjax.interop.torch_twins import has_torch_twin
-
-        if not has_torch_twin(config):
+        if not torch_twins.has_torch_twin(config):
             raise app.UsageError(f"--modes=torch: {config.name} has no PyTorch twin.")
         if shared.HUGE_PAGES.value:
             # PyTorch's CPU allocator asks for huge pages when this is set before its first
             # allocation: both frameworks then hold their tables in 2 MiB pages.
             os.environ.setdefault(TORCH_HUGE_PAGES_VARIABLE, "1")
         try:
-            from recjax.interop import torch_dlrm  # torch is an optional extra
+            torch_twins.require_torch()  # torch is an optional extra
         except ImportError as error:
             sys.exit(f"error: --modes=torch: {error}")
-        thread_counts.update(torch_dlrm.set_torch_threads(thread_counts["usable_cores"]))
+        thread_counts.update(torch_twins.set_torch_threads(thread_counts["usable_cores"]))
     needed = shared.check_memory_or_exit(
         config,
         max(settings.batch_sizes),

@@ -1,1 +1,6 @@
-"""Interoperability with PyTorch: the reference DLRM's state-dict layout and an eager baseline."""
+"""Interoperability with PyTorch: state dicts in the reference DLRM's layout, and eager twins.
+
+reference_dlrm  export and import of facebookresearch/dlrm `DLRM_Net` state dicts (NumPy only)
+torch_dlrm      the DLRM's eager PyTorch twin (one nn.EmbeddingBag per feature; needs torch)
+torch_twins     each family's twin by family name, imported lazily; torch thread settings
+"""

@@ -1,21 +1,27 @@
 """State dicts in the layout of the PyTorch reference DLRM (facebookresearch/dlrm, `DLRM_Net`).
 
-The reference model keeps its parameters under these keys (T tables, bottom MLP with layers
-i = 0, 1, ..., top MLP likewise; the odd indices of `bot_l` and `top_l` are the ReLU and sigmoid
-modules of an `nn.Sequential`, which hold no parameters):
+The reference model keeps its parameters under these keys (K sparse features, each with its own
+table; bottom MLP with layers i = 0, 1, ..., top MLP likewise; the odd indices of `bot_l` and
+`top_l` are the ReLU and sigmoid modules of an `nn.Sequential`, which hold no parameters):
 
-    emb_l.<t>.weight      [rows_t, D]      embedding table t (an nn.EmbeddingBag, mode="sum")
+    emb_l.<k>.weight      [rows_k, D]      the table of sparse feature k (an nn.EmbeddingBag)
     bot_l.<2i>.weight     [out, in]        bottom-MLP layer i (an nn.Linear: y = x W^T + b)
     bot_l.<2i>.bias       [out]
     top_l.<2i>.weight     [out, in]        top-MLP layer i
     top_l.<2i>.bias       [out]
 
-recjax keeps a flax kernel [in, out] (y = x K + b), so K = W^T, and all tables stacked in one
-[N, D] buffer, table t at rows [row_offsets[t], row_offsets[t] + rows_t). The architectures agree:
-ReLU after every bottom layer, ReLU between top layers, sigmoid after the last; the "dot"
-interaction takes the bottom-MLP output first, then the tables in order, and appends the products
-z_i . z_j for j < i in row order after the bottom-MLP output. The state dict is pure NumPy: torch
-is not needed to export or import (torch tensors are accepted as values).
+The reference numbers its tables by sparse feature, so `emb_l.<k>` is the table of the config's
+k-th feature; a config maps onto it when every table is read by exactly one feature
+(`reference_tables`). recjax keeps a flax kernel [in, out] (y = x K + b), so K = W^T, and stacks the
+tables of one (dim, dtype) group in one [N, D] buffer (`model.sparse_arch.tables[group]`), table t
+at rows [table_offset[t], table_offset[t] + table_rows[t]). The architectures agree: ReLU after
+every bottom layer, ReLU between top layers, sigmoid after the last; the "dot" interaction takes the
+bottom-MLP output first, then the features in order, and appends the products z_i . z_j for j < i
+in row order after the bottom-MLP output.
+
+A state dict holds weights only: how the bags pool (sum or mean, weighted or not, fixed or ragged)
+is the config's, and `recjax.interop.torch_dlrm` says which configs the PyTorch twin runs. The state
+dict is pure NumPy: torch is not needed to export or import (torch tensors are accepted as values).
 """
 
 import functools
@@ -26,7 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from recjax.models.dlrm import DLRM, DLRMConfig, abstract_model
+from recjax.inputs.features import TableConfig
+from recjax.layers.embedding_collection import EmbeddingCollection
+from recjax.models.dlrm import DLRM, DLRMConfig
+from recjax.models.family import abstract_model
 
 # recjax's MLP modules in the model, and the reference's nn.Sequential attribute for each.
 MLP_PREFIXES = {"dense_arch": "bot_l", "over_arch": "top_l"}
@@ -36,11 +45,31 @@ class StateDictMismatchError(ValueError):
     """A state dict does not fit the preset: a missing or unexpected key, or a wrong shape."""
 
 
+def reference_tables(config: DLRMConfig) -> tuple[TableConfig, ...]:
+    """The table of each sparse feature, in feature order: `emb_l.<k>` is the k-th one.
+
+    Raises:
+      ValueError: a table is read by several features, or by none (the reference DLRM gives each
+        feature a table of its own).
+    """
+    readers: dict[str, list[str]] = {table.name: [] for table in config.tables}
+    for feature in config.features:
+        readers[feature.table].append(feature.name)
+    shared = {table: names for table, names in readers.items() if len(names) > 1}
+    unused = [table for table, names in readers.items() if not names]
+    if shared or unused:
+        raise ValueError(
+            f"{config.name}: the reference DLRM layout needs one table per sparse feature; "
+            f"tables read by several features: {shared}; tables read by none: {unused}."
+        )
+    return tuple(config.table(feature.table) for feature in config.features)
+
+
 def expected_shapes(config: DLRMConfig) -> dict[str, tuple[int, ...]]:
     """Every key of the reference DLRM's state dict for `config`, with its shape."""
     shapes = {
         f"emb_l.{index}.weight": (table.num_rows, table.dim)
-        for index, table in enumerate(config.tables)
+        for index, table in enumerate(reference_tables(config))
     }
     for prefix, in_features, layer_sizes in (
         ("bot_l", config.dense_features, config.bottom_mlp),
@@ -56,15 +85,18 @@ def expected_shapes(config: DLRMConfig) -> dict[str, tuple[int, ...]]:
 def export_reference_state_dict(model: DLRM) -> dict[str, np.ndarray]:
     """The model's parameters under the reference DLRM's keys and layouts.
 
-    The tables are read-only NumPy views of the model's stacked buffer (no copy: 4.1 GB for rmc1
-    and rmc2); the MLP weights are transposed copies (small).
+    The tables are read-only NumPy views of the model's stacked group buffers (no copy: 4.1 GB for
+    rmc1 and rmc2); the MLP weights are transposed copies (small).
     """
-    stacked = np.asarray(model.sparse_arch.weight[...])  # [N, D], a view of the device buffer
+    sparse_arch = model.sparse_arch
+    # [N, D] per group, views of the device buffers.
+    stacked = {group: np.asarray(buffer) for group, buffer in sparse_arch.table_buffers().items()}
     state_dict = {}
-    for index, (first_row, num_rows) in enumerate(
-        zip(model.sparse_arch.row_offsets, model.sparse_arch.num_rows, strict=True)
-    ):
-        state_dict[f"emb_l.{index}.weight"] = stacked[first_row : first_row + num_rows]
+    for index, table in enumerate(reference_tables(model.config)):
+        first_row = sparse_arch.table_offset[table.name]
+        rows = sparse_arch.table_rows[table.name]
+        group = stacked[sparse_arch.table_group[table.name]]
+        state_dict[f"emb_l.{index}.weight"] = group[first_row : first_row + rows]
     for attribute, prefix in MLP_PREFIXES.items():
         for layer_index, layer in enumerate(getattr(model, attribute).layers):
             kernel = np.asarray(layer.kernel[...])  # [in, out]
@@ -118,37 +150,50 @@ def _write_rows(stacked: jax.Array, block: jax.Array, first_row: jax.Array) -> j
     return jax.lax.dynamic_update_slice(stacked, block, (first_row, 0))
 
 
-def _stacked_tables(config: DLRMConfig, state_dict: Mapping[str, object]) -> jax.Array:
-    """The [N, D] buffer, filled table by table into one donated device buffer.
+def _filled_group(
+    config: DLRMConfig,
+    state_dict: Mapping[str, object],
+    sparse_arch: EmbeddingCollection,
+    group: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+) -> jax.Array:
+    """The [N, D] buffer of one table group, filled table by table into one donated device buffer.
 
-    The peak is the buffer plus one table in flight, beside the caller's state dict.
+    Table t goes to rows [table_offset[t], table_offset[t] + table_rows[t]) of its group, as the
+    model lays it out. The peak is the buffer plus one table in flight, beside the caller's state
+    dict (no second host copy of the tables is made, unless a table needs a dtype conversion).
     """
-    total_rows = sum(table.num_rows for table in config.tables)
-    stacked = jax.jit(lambda: jnp.zeros((total_rows, config.embedding_dim), jnp.float32))()
-    first_row = 0
-    for index, table in enumerate(config.tables):
-        block = np.asarray(_as_numpy(state_dict[f"emb_l.{index}.weight"]), np.float32)
-        stacked = _write_rows(stacked, block, jnp.int32(first_row))
-        first_row += table.num_rows
+    stacked = jax.jit(lambda: jnp.zeros(shape, dtype))()
+    for index, table in enumerate(reference_tables(config)):
+        if sparse_arch.table_group[table.name] != group:
+            continue
+        block = np.asarray(_as_numpy(state_dict[f"emb_l.{index}.weight"]), dtype)
+        stacked = _write_rows(stacked, block, jnp.int32(sparse_arch.table_offset[table.name]))
     return stacked
 
 
 def import_reference_state_dict(config: DLRMConfig, state_dict: Mapping[str, object]) -> DLRM:
     """A recjax model of `config` holding the parameters of a reference-DLRM state dict.
 
-    Values may be NumPy arrays, torch tensors or JAX arrays of any floating dtype (converted to
-    float32). The state dict is checked against the preset before anything is allocated.
+    Values may be NumPy arrays, torch tensors or JAX arrays of any floating dtype (converted to the
+    table's dtype, float32, and float32 for the MLPs). The state dict is checked against the preset
+    before anything is allocated.
 
     Raises:
       StateDictMismatchError: a key is missing or unexpected, or a shape does not match (the
         message names the key and both shapes).
+      ValueError: the config does not give each sparse feature a table of its own.
     """
     check_state_dict(config, state_dict)
-    graphdef, abstract_state = nnx.split(abstract_model(config))
+    abstract = abstract_model(config)
+    graphdef, abstract_state = nnx.split(abstract)
     filled = []
     for path, variable in nnx.to_flat_state(abstract_state):
-        if path == ("sparse_arch", "weight"):
-            value = _stacked_tables(config, state_dict)
+        if path[:2] == ("sparse_arch", "tables") and len(path) == 3:
+            value = _filled_group(
+                config, state_dict, abstract.sparse_arch, path[2], variable.shape, variable.dtype
+            )
         elif path[0] in MLP_PREFIXES and path[1] == "layers" and path[3] in ("kernel", "bias"):
             attribute, _, layer_index, name = path
             suffix = "weight" if name == "kernel" else "bias"
@@ -157,7 +202,11 @@ def import_reference_state_dict(config: DLRMConfig, state_dict: Mapping[str, obj
             value = jnp.asarray(array.T if name == "kernel" else array)  # kernel = W^T
         else:
             raise ValueError(f"No reference-DLRM key maps to the model parameter {path}.")
-        if value.shape != variable.shape:  # the preset and the model disagree: a recjax bug
-            raise AssertionError(f"{path}: built {value.shape}, the model needs {variable.shape}.")
+        if value.shape != variable.shape or value.dtype != variable.dtype:
+            # The preset and the model disagree: a recjax bug.
+            raise AssertionError(
+                f"{path}: built {value.shape} {value.dtype}, the model needs {variable.shape} "
+                f"{variable.dtype}."
+            )
         filled.append((path, variable.replace(value)))
     return nnx.merge(graphdef, nnx.from_flat_state(filled))

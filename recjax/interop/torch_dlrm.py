@@ -1,65 +1,76 @@
 """An eager PyTorch DLRM built the way PyTorch users build it, running a recjax model's weights.
 
-One `nn.EmbeddingBag(rows, D, mode="sum")` per table, `nn.Linear` + ReLU MLPs in `nn.Sequential`s,
-the same interaction ("cat" or "dot") and a sigmoid: the module layout of the reference DLRM
-(facebookresearch/dlrm, `DLRM_Net`), so its state dict has the reference's keys and the recjax
-weights arrive through `recjax.interop.reference_dlrm.export_reference_state_dict` and
-`load_state_dict`. Inference runs under `torch.inference_mode()`.
+One `nn.EmbeddingBag(rows, D, mode="sum")` per sparse feature, `nn.Linear` + ReLU MLPs in
+`nn.Sequential`s, the same interaction ("cat" or "dot") and a sigmoid: the module layout of the
+reference DLRM (facebookresearch/dlrm, `DLRM_Net`), so its state dict has the reference's keys and
+the recjax weights arrive through `recjax.interop.reference_dlrm.export_reference_state_dict` and
+`load_state_dict`. Inference runs under `torch.inference_mode()`. This is the "dlrm" family's twin
+in `recjax.interop.torch_twins`.
 
-Shapes: `B` batch, `F` dense features, `T` tables, `L` lookups per table, `D` embedding dim.
+The twin runs what the reference DLRM runs: every sparse feature a fixed-length, unweighted sum bag
+over a table of its own (`check_supported`); other configs are refused before anything is copied.
+
+Shapes: `B` batch, `F` dense features, `K` sparse features, `C_k` ids per bag of feature k, `D`
+embedding dim.
 
 torch is an optional extra; importing this module without it raises an ImportError saying how to
 install it.
 """
 
-import os
 import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-from recjax.inputs.data import Batch, check_batch_shapes
-from recjax.interop.reference_dlrm import export_reference_state_dict
+from recjax.inputs.checks import (
+    InvalidInputError,
+    check_batch_shapes,
+    describe_invalid_inputs,
+    inputs_valid,
+)
+from recjax.inputs.features import Features
+from recjax.interop.reference_dlrm import export_reference_state_dict, reference_tables
+from recjax.interop.torch_twins import require_torch
+from recjax.interop.torch_twins import set_torch_threads as set_torch_threads
+from recjax.interop.torch_twins import usable_cores as usable_cores
 from recjax.models.dlrm import DLRM, DLRMConfig
 
-INSTALL_HINT = "pip install -e '.[torch]' (torch 2.13.0, CPU)"
+torch = require_torch()
+nn = torch.nn
 
-try:
-    import torch
-    from torch import nn
-except ImportError as error:
-    raise ImportError(
-        f"The PyTorch baseline needs torch, which cannot be imported ({error}). Install it with "
-        f"{INSTALL_HINT}."
-    ) from error
+INTERACTIONS = ("cat", "dot")
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), the thread count of both frameworks."""
-    return len(os.sched_getaffinity(0))
+def check_supported(config: DLRMConfig) -> None:
+    """Raises ValueError unless the twin can run `config`.
 
-
-def set_torch_threads(num_threads: int) -> dict[str, int | str]:
-    """Sets torch's intra-op and inter-op thread counts; returns both as torch reports them.
-
-    Both are set to the same count as XLA's CPU thread pool uses (all usable cores). torch runs its
-    intra-op work on OpenMP threads, which spin-wait between parallel regions: when other processes
-    occupy the cores, its latency degrades far more than XLA's (tens to hundreds of ms at batch
-    16-256 on a loaded 2-core machine, against about 1 ms when quiet).
-
-    The inter-op count can only be set before torch has run parallel work; it is left alone when
-    it already has the requested value.
+    It runs what the reference DLRM runs: each sparse feature a fixed-length (`fixed_length=True`),
+    unweighted (`weighted=False`) sum bag (`pooling="sum"`) over a table of its own, and the "cat"
+    or "dot" interaction. The message names every feature it cannot represent and why.
     """
-    if num_threads <= 0:
-        raise ValueError(f"num_threads must be positive; got {num_threads}.")
-    torch.set_num_threads(num_threads)
-    if torch.get_num_interop_threads() != num_threads:
-        torch.set_num_interop_threads(num_threads)
-    return {
-        "torch_version": torch.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-    }
+    reference_tables(config)  # one table per feature
+    problems = []
+    for feature in config.features:
+        reasons = []
+        if feature.pooling != "sum":
+            reasons.append(f"pooling={feature.pooling!r}")
+        if feature.weighted:
+            reasons.append("weighted=True")
+        if not feature.fixed_length:
+            reasons.append("fixed_length=False (ragged)")
+        if reasons:
+            problems.append(f"{feature.name!r} ({', '.join(reasons)})")
+    if problems:
+        raise ValueError(
+            f"{config.name}: the PyTorch DLRM runs fixed-length, unweighted sum bags "
+            f"(pooling='sum', weighted=False, fixed_length=True); it cannot represent the "
+            f"feature(s) {', '.join(problems)}."
+        )
+    if config.interaction not in INTERACTIONS:
+        raise ValueError(
+            f"{config.name}: the PyTorch DLRM has no {config.interaction!r} interaction; it "
+            f"runs {list(INTERACTIONS)}."
+        )
 
 
 def _mlp(in_features: int, layer_sizes: tuple[int, ...], last_activation: nn.Module):
@@ -75,8 +86,8 @@ def _mlp(in_features: int, layer_sizes: tuple[int, ...], last_activation: nn.Mod
 class TorchDLRM(nn.Module):
     """The DLRM network in eager PyTorch, with the reference DLRM's module names.
 
-    Inputs  dense [B, F] float32, and T tensors [B, L] of ids (the 2-D input form of
-            nn.EmbeddingBag: each row one bag of L ids).
+    Inputs  dense [B, F] float32, and K tensors [B, C_k] of ids, in feature order (the 2-D input
+            form of nn.EmbeddingBag: each row one bag of C_k ids).
     Output  click probabilities [B] float32.
 
     The embedding tables are allocated uninitialized (`torch.nn.utils.skip_init`: rmc1 and rmc2
@@ -85,27 +96,31 @@ class TorchDLRM(nn.Module):
     Example:
         >>> module = TorchDLRM.from_recjax(model)
         >>> with torch.inference_mode():
-        ...     module(dense, list(ids.transpose(0, 1))).shape
+        ...     module(dense, [ids_0, ids_1, ...]).shape
         torch.Size([B])
     """
 
     def __init__(self, config: DLRMConfig):
+        check_supported(config)
         super().__init__()
         self.interaction = config.interaction
         self.emb_l = nn.ModuleList(
             torch.nn.utils.skip_init(nn.EmbeddingBag, table.num_rows, table.dim, mode="sum")
-            for table in config.tables
+            for table in reference_tables(config)
         )
         self.bot_l = _mlp(config.dense_features, config.bottom_mlp, nn.ReLU())
         self.top_l = _mlp(config.top_mlp_in_features, config.top_mlp, nn.Sigmoid())
         # The reference's interact_features: pairs (i, j), j < i, in row order.
-        count = config.num_tables + 1
+        count = config.num_features + 1
         self._pair_rows = [i for i in range(count) for _ in range(i)]
         self._pair_cols = [j for i in range(count) for j in range(i)]
 
     @classmethod
     def from_recjax(cls, model: DLRM) -> "TorchDLRM":
-        """The PyTorch twin of `model`, holding a copy of its weights (loaded table by table)."""
+        """The PyTorch twin of `model`, holding a copy of its weights (loaded table by table).
+
+        Raises ValueError (`check_supported`) before reading any weight.
+        """
         module = cls(model.config)
         with warnings.catch_warnings():
             # The exported tables are read-only views of the recjax buffer; torch only reads them
@@ -119,15 +134,15 @@ class TorchDLRM(nn.Module):
         return module.eval()
 
     def dot_interaction(self, dense: torch.Tensor, pooled: list[torch.Tensor]) -> torch.Tensor:
-        """[B, D] and T x [B, D] -> [B, D + (T + 1) T / 2], as the reference DLRM computes it."""
+        """[B, D] and K x [B, D] -> [B, D + (K + 1) K / 2], as the reference DLRM computes it."""
         batch, dim = dense.shape
-        features = torch.cat([dense, *pooled], dim=1).view(batch, -1, dim)  # [B, T + 1, D]
-        gram = torch.bmm(features, features.transpose(1, 2))  # [B, T + 1, T + 1]
+        features = torch.cat([dense, *pooled], dim=1).view(batch, -1, dim)  # [B, K + 1, D]
+        gram = torch.bmm(features, features.transpose(1, 2))  # [B, K + 1, K + 1]
         return torch.cat([dense, gram[:, self._pair_rows, self._pair_cols]], dim=1)
 
     def forward(self, dense: torch.Tensor, sparse_ids: list[torch.Tensor]) -> torch.Tensor:
         bottom = self.bot_l(dense)  # [B, H]
-        pooled = [bag(ids) for bag, ids in zip(self.emb_l, sparse_ids, strict=True)]  # T x [B, D]
+        pooled = [bag(ids) for bag, ids in zip(self.emb_l, sparse_ids, strict=True)]  # K x [B, D]
         if self.interaction == "cat":
             features = torch.cat([bottom, *pooled], dim=1)
         else:
@@ -136,33 +151,54 @@ class TorchDLRM(nn.Module):
 
 
 class TorchBatch(NamedTuple):
-    """A batch as torch tensors: dense [B, F] float32, T contiguous [B, L] int32 id tensors."""
+    """A batch as torch tensors: dense [B, F] float32, K contiguous [B, C_k] int32 id tensors."""
 
     dense: torch.Tensor
     sparse_ids: tuple[torch.Tensor, ...]
 
 
 class TorchPredictor:
-    """A recjax model's weights in `TorchDLRM`, run eagerly under `torch.inference_mode()`.
+    """A recjax DLRM's weights in `TorchDLRM`, run eagerly under `torch.inference_mode()`.
+
+    Takes a `Features` batch, as `recjax.runtime.inference.CompiledPredictor` does, and returns
+    {"click": [B] probabilities} as NumPy; rejects the batches it rejects (`InvalidInputError`).
 
     Example:
-        >>> predictor = TorchPredictor(model)
+        >>> predictor = TorchPredictor(model)   # ValueError first if the twin cannot run it
+        >>> predictor(batch)["click"]           # [B] click probabilities, a NumPy array
         >>> inputs = predictor.prepare(batch)   # once, outside any timed region
-        >>> predictor(inputs)                   # [B] click probabilities, a NumPy array
+        >>> predictor(inputs)["click"]          # the same, with no conversion or check
     """
 
     def __init__(self, model: DLRM):
         self.config: DLRMConfig = model.config
+        (self.head,) = self.config.heads
         self.module = TorchDLRM.from_recjax(model)
 
-    def prepare(self, batch: Batch) -> TorchBatch:
-        """The batch as torch tensors, ids split per table into [B, L] (one copy, [T, B, L])."""
-        check_batch_shapes(self.config, batch)
-        dense = torch.from_numpy(np.array(batch.dense))
-        per_table = np.ascontiguousarray(np.asarray(batch.sparse_ids).transpose(1, 0, 2))
-        return TorchBatch(dense, tuple(torch.from_numpy(per_table).unbind(0)))
+    def prepare(self, batch: Features) -> TorchBatch:
+        """The batch as torch tensors, ids split per feature into [B, C_k] (one copy in all).
 
-    def __call__(self, inputs: TorchBatch) -> np.ndarray:
-        """[B] click probabilities. Out-of-range ids raise torch's IndexError."""
+        Raises:
+          ValueError: the batch's layout, shapes or dtypes are not the model's.
+          InvalidInputError: an id is outside its table, a length is not the feature's capacity,
+            or a dense value is not finite (the message names the first).
+        """
+        check_batch_shapes(self.config, batch)
+        if not bool(inputs_valid(self.config, batch)):
+            problem = describe_invalid_inputs(self.config, batch)
+            raise InvalidInputError(f"{self.config.name}: {problem}")
+        dense = torch.from_numpy(np.array(batch.dense))
+        ids = np.asarray(batch.ids)
+        sparse_ids = tuple(
+            torch.from_numpy(np.array(ids[:, column : column + capacity]))
+            for column, capacity in zip(batch.layout.columns, batch.layout.capacities, strict=True)
+        )
+        return TorchBatch(dense, sparse_ids)
+
+    def __call__(self, batch: Features | TorchBatch) -> dict[str, np.ndarray]:
+        """{"click": [B] float32 probabilities} of a `Features` batch (checked and converted by
+        `prepare`) or of a prepared `TorchBatch` (run as it is)."""
+        inputs = batch if isinstance(batch, TorchBatch) else self.prepare(batch)
         with torch.inference_mode():
-            return self.module(inputs.dense, list(inputs.sparse_ids)).numpy()
+            probabilities = self.module(inputs.dense, list(inputs.sparse_ids))
+        return {self.head: probabilities.numpy()}

@@ -8,27 +8,30 @@ import pytest
 from flax import nnx
 
 import configs
-from recjax.inputs.data import Batch, synthetic_batch
+from recjax.inputs.features import FeatureConfig, TableConfig, make_features
+from recjax.inputs.synthetic import synthetic_features
 from recjax.interop.reference_dlrm import (
     StateDictMismatchError,
     expected_shapes,
     export_reference_state_dict,
     import_reference_state_dict,
 )
-from recjax.layers.embedding_bag import EmbeddingTableConfig
-from recjax.models.dlrm import DLRM, DLRMConfig, abstract_model, uniform_tables
+from recjax.models.dlrm import DLRMConfig, one_bag_per_table
+from recjax.models.family import abstract_model
 from recjax.runtime.inference import CompiledPredictor
 
+# Three tables of 4 dims; the features read them in the order b, a, c, so emb_l.<k> (the table of
+# feature k) is not the config's table k.
 SMALL = DLRMConfig(
     name="small",
+    tables=(TableConfig("a", 11, 4), TableConfig("b", 13, 4), TableConfig("c", 3, 4)),
+    features=(
+        FeatureConfig("fb", "b", capacity=3),
+        FeatureConfig("fa", "a", capacity=2),
+        FeatureConfig("fc", "c", capacity=3),
+    ),
     dense_features=5,
     bottom_mlp=(7, 4),
-    tables=(
-        EmbeddingTableConfig("a", 11, 4),
-        EmbeddingTableConfig("b", 13, 4),
-        EmbeddingTableConfig("c", 3, 4),
-    ),
-    pooling_factor=3,
     top_mlp=(6, 1),
 )
 
@@ -36,12 +39,12 @@ SMALL = DLRMConfig(
 @pytest.mark.parametrize("interaction", ["cat", "dot"])
 def test_export_has_reference_keys_shapes_and_values(interaction):
     config = dataclasses.replace(SMALL, interaction=interaction)
-    model = DLRM(config, rngs=nnx.Rngs(0))
+    model = config.build(nnx.Rngs(0))
     state_dict = export_reference_state_dict(model)
     top_in = {"cat": 4 + 3 * 4, "dot": 4 + 6}[interaction]
     assert {key: value.shape for key, value in state_dict.items()} == {
-        "emb_l.0.weight": (11, 4),
-        "emb_l.1.weight": (13, 4),
+        "emb_l.0.weight": (13, 4),
+        "emb_l.1.weight": (11, 4),
         "emb_l.2.weight": (3, 4),
         "bot_l.0.weight": (7, 5),
         "bot_l.0.bias": (7,),
@@ -52,8 +55,11 @@ def test_export_has_reference_keys_shapes_and_values(interaction):
         "top_l.2.weight": (1, 6),
         "top_l.2.bias": (1,),
     }
-    stacked = np.asarray(model.sparse_arch.weight[...])
-    np.testing.assert_array_equal(state_dict["emb_l.1.weight"], stacked[11:24])
+    # One group, the tables stacked in config order: a at rows 0-10, b at 11-23, c at 24-26.
+    (stacked,) = (np.asarray(buffer) for buffer in model.sparse_arch.table_buffers().values())
+    assert stacked.shape == (27, 4)
+    np.testing.assert_array_equal(state_dict["emb_l.0.weight"], stacked[11:24])
+    np.testing.assert_array_equal(state_dict["emb_l.1.weight"], stacked[0:11])
     np.testing.assert_array_equal(state_dict["emb_l.2.weight"], stacked[24:27])
     kernel = np.asarray(model.over_arch.layers[0].kernel[...])
     np.testing.assert_array_equal(state_dict["top_l.0.weight"], kernel.T)
@@ -63,31 +69,34 @@ def test_export_has_reference_keys_shapes_and_values(interaction):
 
 
 @pytest.mark.parametrize("interaction", ["cat", "dot"])
-def test_round_trip_gives_identical_parameters_and_predictions(interaction):
-    config = dataclasses.replace(configs.get("rmc1-tiny"), interaction=interaction)
-    model = DLRM(config, rngs=nnx.Rngs(3))
+@pytest.mark.parametrize("config", [configs.get("rmc1-tiny"), SMALL], ids=["rmc1-tiny", "small"])
+def test_round_trip_gives_identical_parameters_and_predictions(config, interaction):
+    config = dataclasses.replace(config, interaction=interaction)
+    model = config.build(nnx.Rngs(3))
     imported = import_reference_state_dict(config, export_reference_state_dict(model))
+    assert imported.config == config
     original_leaves = jax.tree.leaves_with_path(nnx.state(model))
     imported_leaves = jax.tree.leaves_with_path(nnx.state(imported))
     assert [path for path, _ in imported_leaves] == [path for path, _ in original_leaves]
     for (path, expected), (_, got) in zip(original_leaves, imported_leaves, strict=True):
         assert got.dtype == expected.dtype, path
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=str(path))
-    batch = synthetic_batch(config, 8, seed=5)
+    batch = synthetic_features(config, 8, seed=5)
     np.testing.assert_array_equal(
-        np.asarray(CompiledPredictor(imported, [8])(batch)),
-        np.asarray(CompiledPredictor(model, [8])(batch)),
+        np.asarray(CompiledPredictor(imported, [8])(batch)["click"]),
+        np.asarray(CompiledPredictor(model, [8])(batch)["click"]),
     )
 
 
 # A model small enough to compute by hand: dense x = [2, 3], two tables of 3 rows x 2 dims, two
 # lookups per table, one bottom layer (2 -> 2) and one top layer (-> 1).
+HAND_TABLES, HAND_FEATURES = one_bag_per_table("t", count=2, num_rows=3, dim=2, pooling_factor=2)
 HAND = DLRMConfig(
     name="hand",
+    tables=HAND_TABLES,
+    features=HAND_FEATURES,
     dense_features=2,
     bottom_mlp=(2,),
-    tables=uniform_tables("t", count=2, num_rows=3, dim=2),
-    pooling_factor=2,
     top_mlp=(1,),
 )
 HAND_COMMON = {
@@ -96,9 +105,10 @@ HAND_COMMON = {
     "emb_l.0.weight": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
     "emb_l.1.weight": np.array([[-1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]),
 }
-HAND_BATCH = Batch(
-    dense=np.array([[2.0, 3.0]], np.float32),
-    sparse_ids=np.array([[[0, 2], [1, 1]]], np.int32),
+HAND_BATCH = make_features(
+    np.array([[2.0, 3.0]], np.float32),
+    {"t_0": (np.array([[0, 2]]), np.array([2])), "t_1": (np.array([[1, 1]]), np.array([2]))},
+    HAND_FEATURES,
 )
 # Bottom: relu([2 + 0.5, 1 - 3 + 0.5]) = [2.5, 0].
 # Bags: table 0 rows 0 + 2 = [6, 8]; table 1 rows 1 + 1 = [0, 2].
@@ -123,21 +133,23 @@ def test_import_of_a_hand_built_state_dict(interaction):
     config = dataclasses.replace(HAND, interaction=interaction)
     model = import_reference_state_dict(config, state_dict)
     got = CompiledPredictor(model, [1])(HAND_BATCH)
-    np.testing.assert_allclose(np.asarray(got), [1 / (1 + np.exp(-logit))], rtol=1e-6)
+    assert set(got) == {"click"}
+    np.testing.assert_allclose(np.asarray(got["click"]), [1 / (1 + np.exp(-logit))], rtol=1e-6)
     np.testing.assert_array_equal(
         np.asarray(model.dense_arch.layers[0].kernel[...]), [[1.0, 0.5], [0.0, -1.0]]
     )  # kernel [in, out] = W^T
     np.testing.assert_array_equal(
         np.asarray(model.over_arch.layers[0].kernel[...])[:, 0], np.float32(top_weight[0])
     )
+    assert list(model.sparse_arch.table_buffers()) == ["d2_float32"]
     np.testing.assert_array_equal(
-        np.asarray(model.sparse_arch.weight[...]),
+        np.asarray(model.sparse_arch.tables["d2_float32"][...]),
         np.concatenate([HAND_COMMON["emb_l.0.weight"], HAND_COMMON["emb_l.1.weight"]]),
     )
 
 
 def _small_state_dict():
-    return export_reference_state_dict(DLRM(SMALL, rngs=nnx.Rngs(0)))
+    return export_reference_state_dict(SMALL.build(nnx.Rngs(0)))
 
 
 @pytest.mark.parametrize(
@@ -152,8 +164,8 @@ def _small_state_dict():
             r"does not have; the first is 'emb_l\.3\.weight' \(shape \[5, 4\]\)",
         ),
         (
-            lambda sd: sd.update({"emb_l.1.weight": np.zeros((12, 4), np.float32)}),
-            r"'emb_l\.1\.weight' has shape \[12, 4\], but the preset expects \[13, 4\]",
+            lambda sd: sd.update({"emb_l.0.weight": np.zeros((11, 4), np.float32)}),
+            r"'emb_l\.0\.weight' has shape \[11, 4\], but the preset expects \[13, 4\]",
         ),
         (
             lambda sd: sd.update({"bot_l.0.weight": np.zeros((5, 7), np.float32)}),
@@ -172,15 +184,35 @@ def test_a_state_dict_that_does_not_fit_is_refused(edit, message):
         import_reference_state_dict(SMALL, state_dict)
 
 
+def test_a_table_shared_by_two_features_has_no_reference_layout():
+    config = dataclasses.replace(
+        SMALL,
+        features=(*SMALL.features, FeatureConfig("fa_again", "a", capacity=1)),
+    )
+    message = r"one table per sparse feature; tables read by several features: \{'a': \['fa', "
+    with pytest.raises(ValueError, match=message):
+        expected_shapes(config)
+    with pytest.raises(ValueError, match=message):
+        export_reference_state_dict(config.build(nnx.Rngs(0)))
+
+
 @pytest.mark.parametrize("name", ["rmc1", "rmc2", "rmc3"])
 def test_full_preset_keys_map_onto_the_model_shapes(name):
     """Shape-only (jax.eval_shape): every reference key of a full preset fits a model parameter."""
     config = configs.get(name)
     model = abstract_model(config)
     shapes = expected_shapes(config)
-    assert len(shapes) == config.num_tables + 2 * (len(config.bottom_mlp) + len(config.top_mlp))
-    total_rows = sum(shapes[f"emb_l.{t}.weight"][0] for t in range(config.num_tables))
-    assert model.sparse_arch.weight.shape == (total_rows, config.embedding_dim)
+    num_layers = len(config.bottom_mlp) + len(config.top_mlp)
+    assert len(shapes) == len(config.features) + 2 * num_layers
+    sparse_arch = model.sparse_arch
+    total_rows = {}
+    for index, feature in enumerate(config.features):
+        rows, dim = shapes[f"emb_l.{index}.weight"]
+        assert sparse_arch.table_rows[feature.table] == rows
+        group = sparse_arch.table_group[feature.table]
+        assert sparse_arch.tables[group].shape[1] == dim
+        total_rows[group] = total_rows.get(group, 0) + rows
+    assert {group: table.shape[0] for group, table in sparse_arch.tables.items()} == total_rows
     for attribute, prefix in (("dense_arch", "bot_l"), ("over_arch", "top_l")):
         for index, layer in enumerate(getattr(model, attribute).layers):
             assert shapes[f"{prefix}.{2 * index}.weight"] == layer.kernel.shape[::-1]
