@@ -15,13 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from recjax.inputs.features import FeatureLayout, Features
+from recjax.models.family import ModelConfig
 
 
 class InvalidInputError(ValueError):
     """An id outside its table, a length outside [0, C], or a non-finite dense value."""
 
 
-def _column_tables(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _column_tables(config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """[W] rows of each id column's table, its position in its feature, and its feature."""
     capacities = [feature.capacity for feature in config.features]
     rows = [config.table(feature.table).num_rows for feature in config.features]
@@ -32,7 +33,7 @@ def _column_tables(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def check_batch_shapes(config, batch: Features) -> None:
+def check_batch_shapes(config: ModelConfig, batch: Features) -> None:
     """Raises ValueError unless `batch` has the layout, shapes and dtypes that `config` takes."""
     layout = FeatureLayout.of(config.features)
     if batch.layout != layout:
@@ -61,7 +62,7 @@ def check_batch_shapes(config, batch: Features) -> None:
             raise ValueError(f"{config.name}: {name} must be {np.dtype(dtype)}; got {array.dtype}.")
 
 
-def inputs_valid(config, batch: Features) -> jax.Array:
+def inputs_valid(config: ModelConfig, batch: Features) -> jax.Array:
     """A scalar bool, computed inside the jitted program: see the module docstring."""
     column_rows, column_position, column_feature = _column_tables(config)
     capacities = jnp.asarray([feature.capacity for feature in config.features], jnp.int32)
@@ -81,7 +82,7 @@ def inputs_valid(config, batch: Features) -> jax.Array:
     return jnp.all(in_table) & lengths_ok & finite
 
 
-def describe_invalid_inputs(config, batch: Features) -> str:
+def describe_invalid_inputs(config: ModelConfig, batch: Features) -> str:
     """A message naming the first invalid value, where it is, and what is accepted."""
     dense = np.asarray(batch.dense)
     lengths = np.asarray(batch.lengths)

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 
 from recjax.inputs.features import FeatureLayout, Features
+from recjax.models.family import ModelConfig
 
 
 def _columns(config, values) -> np.ndarray:
@@ -15,7 +16,7 @@ def _columns(config, values) -> np.ndarray:
     return np.repeat(np.asarray(values), capacities)
 
 
-def abstract_features(config, batch_size: int, labels: bool = False) -> Features:
+def abstract_features(config: ModelConfig, batch_size: int, labels: bool = False) -> Features:
     """Shapes and dtypes of a batch of `config`'s inputs, for lowering without data."""
     layout = FeatureLayout.of(config.features)
     weighted = any(feature.weighted for feature in config.features)
@@ -33,7 +34,9 @@ def abstract_features(config, batch_size: int, labels: bool = False) -> Features
     )
 
 
-def synthetic_features(config, batch_size: int, seed: int, labels: bool = False) -> Features:
+def synthetic_features(
+    config: ModelConfig, batch_size: int, seed: int, labels: bool = False
+) -> Features:
     """A reproducible host batch of `config`'s inputs.
 
     Dense features are uniform in [0, 1); ids uniform over each feature's table; a fixed-length
