@@ -3,6 +3,10 @@ r"""Open-loop load generator: Poisson arrivals against a compiled preset, and a 
     python -m benchmarks.loadgen --model=rmc1 --qps=200 --duration_s=30
     python -m benchmarks.loadgen --model=rmc2 --qps=10 --target_p95_ms=100 --sub_batch=64,256
 
+The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
+--override) are defined in benchmarks/flags.py; here --seed also seeds the arrival times and the
+query sizes. Any model family is served the same way: its synthetic inputs follow from its config.
+
 Requests arrive on a seeded Poisson schedule (exponential inter-arrival times) fixed in advance;
 each asks to rank a query of candidate items, split into sub-batches of at most --sub_batch items
 that a pool of --workers threads serves from a queue. Latency runs from each request's scheduled
@@ -14,26 +18,23 @@ writes results.json and TensorBoard event files into --logdir:
 """
 
 import dataclasses
-import json
 import os
-import shlex
 import sys
 
 from absl import app, flags
 
-import configs
-from benchmarks import common
-from recjax.layers.embedding_bag import AUTO, LOWERINGS, resolve_lowering
-from recjax.reporting.fingerprint import fingerprint_summary, machine_fingerprint
-from recjax.reporting.logdir import default_logdir, prepare_logdir, write_json
+from benchmarks import flags as shared
+from recjax.layers.embedding_bag import resolve_lowering
+from recjax.models.family import ModelConfig
+from recjax.reporting.fingerprint import fingerprint_summary
+from recjax.reporting.run_reporter import RunReporter
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime.memory import GIB, peak_resident_bytes
-from recjax.runtime.model_setup import HUGE_PAGES_FLAG_HELP, build_model
+from recjax.runtime.model_setup import build_model
 from recjax.serving import loadgen
 from recjax.serving.query_sizes import SPEC_HELP, QuerySizeDistribution
 from recjax.serving.workload import ModelWorkload
 
-_MODEL = flags.DEFINE_enum("model", "rmc1", configs.names(), "Model preset to serve.")
 _QPS = flags.DEFINE_float(
     "qps",
     100.0,
@@ -72,9 +73,6 @@ _DRAIN_TIMEOUT_S = flags.DEFINE_float(
     "After the last arrival, how long a run waits for queued requests before it stops (> 0); "
     "requests still unfinished then are reported and fail any latency target.",
 )
-_SEED = flags.DEFINE_integer(
-    "seed", 0, "Seed of the parameters, the inputs, the arrival times and the query sizes."
-)
 _TARGET_P95_MS = flags.DEFINE_float(
     "target_p95_ms",
     None,
@@ -101,22 +99,10 @@ _INPUT_VARIANTS = flags.DEFINE_integer(
 _WARMUP_CALLS = flags.DEFINE_integer(
     "warmup_calls", 3, "Untimed calls per compiled size before the first run (>= 0)."
 )
-_EMBEDDING_LOWERING = flags.DEFINE_enum(
-    "embedding_lowering",
-    None,
-    [AUTO, *sorted(LOWERINGS)],
-    "Embedding-bag lowering; default: the preset's own (auto: the native kernel when built, "
-    "else the best pure-JAX form).",
-)
-_HUGE_PAGES = flags.DEFINE_bool("huge_pages", True, HUGE_PAGES_FLAG_HELP)
-_LOGDIR = flags.DEFINE_string(
-    "logdir", None, "Where results.json and event files go; default runs/loadgen/<model>-<time>."
-)
-
 
 flags.register_validator(
     "sub_batch",
-    common.positive_integers,
+    shared.positive_integers,
     message="--sub_batch must be a non-empty comma-separated list of integers >= 1.",
 )
 flags.register_validator(
@@ -145,7 +131,7 @@ def _settings() -> loadgen.LoadSettings:
         sub_batches=tuple(dict.fromkeys(int(value) for value in _SUB_BATCH.value)),
         workers=_WORKERS.value,
         drain_timeout_s=_DRAIN_TIMEOUT_S.value,
-        seed=_SEED.value,
+        seed=shared.SEED.value,
         target_percentile=percentile,
         target_ms=target,
         search_resolution=_SEARCH_RESOLUTION.value,
@@ -153,7 +139,9 @@ def _settings() -> loadgen.LoadSettings:
     )
 
 
-def _hparams(config, settings: loadgen.LoadSettings) -> dict[str, bool | int | float | str]:
+def _hparams(
+    config: ModelConfig, settings: loadgen.LoadSettings
+) -> dict[str, bool | int | float | str]:
     return {
         "model": config.name,
         "embedding_lowering": resolve_lowering(config.embedding_lowering)[0],
@@ -173,19 +161,21 @@ def _hparams(config, settings: loadgen.LoadSettings) -> dict[str, bool | int | f
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    common.start_on_cpu()
-    config = common.preset(_MODEL.value, _EMBEDDING_LOWERING.value)
+    shared.start_on_cpu()
+    config = shared.model_config()
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
-        logdir = prepare_logdir(_LOGDIR.value or default_logdir("loadgen", config.name))
     except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
     sizes = settings.compiled_sizes()
-    common.check_memory_or_exit(config, max(sizes))
+    shared.check_memory_or_exit(config, max(sizes))
+    try:
+        reporter = RunReporter.start("loadgen", config, shared.LOGDIR.value, sys.argv)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
 
-    fingerprint = machine_fingerprint()
-    print(f"machine: {fingerprint_summary(fingerprint)}")
+    print(f"machine: {fingerprint_summary(reporter.fingerprint)}")
     print(f"model:   {config.name}: {config.architecture_summary()}")
     print(f"         lowering {lowering} ({lowering_note}); compiled batch sizes {list(sizes)}")
     print(
@@ -199,8 +189,8 @@ def main(argv: list[str]) -> None:
             f"from {settings.qps:g} qps, resolution {settings.search_resolution:.0%}, at most "
             f"{settings.search_max_runs} runs per sub_batch"
         )
-    print(f"logdir:  {logdir}")
-    model, huge_pages = build_model(config, settings.seed, _HUGE_PAGES.value)
+    print(f"logdir:  {reporter.logdir}")
+    model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
     workload = ModelWorkload(model, sizes, seed=settings.seed, variants=_INPUT_VARIANTS.value)
     print(
         f"compiled {len(sizes)} batch sizes in {workload.compile_seconds:.1f} s and generated "
@@ -215,61 +205,48 @@ def main(argv: list[str]) -> None:
     table = loadgen.format_table(points, settings)
     search_text = loadgen.format_search(searches, settings) if searches else ""
     cpu_text = loadgen.format_generator_cpu(points)
-    peak = peak_resident_bytes()
-    command = shlex.join(
-        [sys.executable.split(os.sep)[-1], "-m", "benchmarks.loadgen", *sys.argv[1:]]
-    )
     best = loadgen.best_configuration(searches)
-    results = {
-        "benchmark": "loadgen",
-        "command": command,
-        "model": config.name,
-        "config": dataclasses.asdict(config),
-        "embedding_lowering": lowering,
-        "huge_pages": huge_pages,
-        "settings": {
-            **dataclasses.asdict(settings),
-            "query_sizes": settings.query_sizes.spec,
-            "compiled_sizes": list(sizes),
-            "input_variants": _INPUT_VARIANTS.value,
-            "warmup_calls": _WARMUP_CALLS.value,
-        },
-        "compile_seconds": {str(k): v for k, v in workload.predictor.compile_seconds.items()},
-        "fingerprint": fingerprint,
-        "peak_resident_bytes": peak,
-        "searches": {
-            str(sub_batch): {
-                "best_qps": result.best.qps if result.best else None,
-                "next_step_up_qps": result.next_step_up.qps if result.next_step_up else None,
-                "converged": result.converged,
-                "resolution": result.resolution,
-            }
-            for sub_batch, result in searches.items()
-        },
-        "best": dataclasses.asdict(best) if best is not None else None,
-        "runs": [point.to_json() for point in points],
-    }
-    results_path = os.path.join(logdir, "results.json")
-    write_json(results_path, results)
+    reporter.write_results(
+        {
+            "embedding_lowering": lowering,
+            "huge_pages": huge_pages,
+            "settings": {
+                **dataclasses.asdict(settings),
+                "query_sizes": settings.query_sizes.spec,
+                "compiled_sizes": list(sizes),
+                "input_variants": _INPUT_VARIANTS.value,
+                "warmup_calls": _WARMUP_CALLS.value,
+            },
+            "compile_seconds": {str(k): v for k, v in workload.predictor.compile_seconds.items()},
+            "searches": {
+                str(sub_batch): {
+                    "best_qps": result.best.qps if result.best else None,
+                    "next_step_up_qps": result.next_step_up.qps if result.next_step_up else None,
+                    "converged": result.converged,
+                    "resolution": result.resolution,
+                }
+                for sub_batch, result in searches.items()
+            },
+            "best": dataclasses.asdict(best) if best is not None else None,
+            "runs": [point.to_json() for point in points],
+        }
+    )
     report = "\n\n".join(text for text in (table, search_text, cpu_text) if text)
-    with SummaryWriter(logdir) as writer:
+    with SummaryWriter(reporter.logdir) as writer:
         loadgen.write_summaries(
             writer,
             points,
             searches,
             hparams=_hparams(config, settings),
-            texts={
-                "config": f"`{config.architecture_summary()}`\n\n```\n{config}\n```",
-                "fingerprint": "```\n" + json.dumps(fingerprint, indent=2) + "\n```",
-                "results": f"`{command}`\n\n```\n{report}\n```",
-            },
-            trial_id=os.path.basename(logdir),
+            texts={"results": f"`{reporter.command}`\n\n```\n{report}\n```"},
+            trial_id=os.path.basename(reporter.logdir),
         )
+        reporter.write_texts(writer)
     print()
     print(f"{config.name}: {config.architecture_summary()}")
     print(report)
-    print(f"peak resident memory: {peak / GIB:.2f} GiB")
-    common.print_output_paths(results_path, logdir)
+    print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
+    reporter.print_paths()
 
 
 if __name__ == "__main__":

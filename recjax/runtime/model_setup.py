@@ -14,13 +14,6 @@ from flax import nnx
 from recjax.models.family import ModelConfig
 from recjax.runtime.huge_pages import back_with_huge_pages
 
-# Moving to benchmarks/flags.py (the binaries' shared flags); kept here until it has.
-HUGE_PAGES_FLAG_HELP = (
-    "Move the embedding tables into 2 MiB transparent huge pages after building them "
-    "(recjax/runtime/huge_pages.py: fewer TLB misses on random rows); --nohuge_pages keeps 4 KiB "
-    "pages."
-)
-
 SMALL_PAGES_NOTE = "4 KiB pages (huge pages not requested)"
 
 

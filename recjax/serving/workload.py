@@ -5,38 +5,40 @@ import time
 from collections.abc import Iterable
 
 import jax
+from flax import nnx
 
-from recjax.inputs.data import Batch, synthetic_batch, to_device
-from recjax.models.dlrm import DLRM
-from recjax.runtime.inference import CompiledPredictor
+from recjax.inputs.features import Features
+from recjax.inputs.synthetic import synthetic_features, to_device
+from recjax.runtime.inference import CompiledPredictor, Predictions
 
 
 class ModelWorkload:
     """Serves a padded sub-batch with a `CompiledPredictor` compiled for every padded size.
 
-    The inputs are generated and placed on the device in the constructor: `variants` different
-    synthetic batches per padded size, used in turn, so that small batches do not find the same
-    embedding rows in the cache on every call and the timed path generates nothing. The
-    predictor (and its parameters) is shared by all worker threads; it never compiles while
-    serving, because it refuses a batch size it was not compiled for.
+    Works for a model of any family: the inputs follow from `model.config` alone
+    (`synthetic_features`). They are generated and placed on the device in the constructor:
+    `variants` different synthetic batches per padded size, used in turn, so that small batches do
+    not find the same embedding rows in the cache on every call and the timed path generates
+    nothing. The predictor (and its parameters) is shared by all worker threads; it never compiles
+    while serving, because it refuses a batch size it was not compiled for.
 
     Example:
         >>> workload = ModelWorkload(model, sizes=(1, 2, 4, 8), seed=0, variants=8)
-        >>> workload(8)   # one batch of 8 rows through the model, returned when ready
+        >>> workload(8)   # {head: [8] probabilities}, returned once every head is ready
     """
 
-    def __init__(self, model: DLRM, sizes: Iterable[int], seed: int, variants: int):
+    def __init__(self, model: nnx.Module, sizes: Iterable[int], seed: int, variants: int):
         if variants < 1:
             raise ValueError(f"variants must be >= 1; got {variants}.")
         self.predictor = CompiledPredictor(model)
         self.sizes = tuple(sorted(set(sizes)))
         config = model.config
-        self.inputs: dict[int, list[Batch]] = {}
+        self.inputs: dict[int, list[Features]] = {}
         start = time.perf_counter()
         for size in self.sizes:
             self.predictor.compile(size)
             self.inputs[size] = [
-                to_device(synthetic_batch(config, size, seed=seed + 1_000_003 * variant + size))
+                to_device(synthetic_features(config, size, seed=seed + 1_000_003 * variant + size))
                 for variant in range(variants)
             ]
         self.setup_seconds = time.perf_counter() - start
@@ -46,7 +48,8 @@ class ModelWorkload:
     def compile_seconds(self) -> float:
         return float(sum(self.predictor.compile_seconds.values()))
 
-    def __call__(self, padded_size: int) -> jax.Array:
+    def __call__(self, padded_size: int) -> Predictions:
+        """{head: [padded_size] probabilities} of the next input variant, all heads ready."""
         batches = self.inputs[padded_size]
         return jax.block_until_ready(self.predictor(batches[next(self._turn) % len(batches)]))
 

@@ -67,7 +67,8 @@ def test_search_prints_table_search_and_generator_cpu(search_run):
 def test_results_json_is_consistent(search_run):
     logdir, _ = search_run
     results = json.loads((logdir / "results.json").read_text())
-    assert results["model"] == "rmc1-tiny"
+    assert results["model"] == "rmc1-tiny" and results["family"] == "dlrm"
+    assert results["benchmark"] == "loadgen" and "--target_p99_ms=200" in results["command"]
     assert results["settings"]["target_percentile"] == "p99"
     assert results["searches"]["4"]["best_qps"] == 200.0
     assert len(results["runs"]) == 6
@@ -92,7 +93,7 @@ def test_event_files_hold_the_hockey_stick(search_run):
             assert f"sub_batch_{sub_batch}/latency_ms/{name}" in tags
         assert f"sub_batch_{sub_batch}/achieved_qps" in tags
         assert f"sub_batch_{sub_batch}/queueing_ms/mean" in tags
-    assert {"search/max_qps_meeting_target", "config", "fingerprint", "results"} <= tags
+    assert {"search/max_qps_meeting_target", "command", "config", "fingerprint", "results"} <= tags
     p99 = tensor_values(accumulator, "sub_batch_8/latency_ms/p99")
     expected = {
         round(r["qps"]): r["latency_p99_ms"] for r in results["runs"] if r["sub_batch"] == 8

@@ -6,7 +6,6 @@ import pytest
 from flax import nnx
 
 import configs
-from recjax.models.dlrm import DLRM
 from recjax.serving.loadgen import LoadSettings, run_point
 from recjax.serving.query_sizes import QuerySizeDistribution
 from recjax.serving.workload import ModelWorkload
@@ -15,7 +14,7 @@ from tests.compile_counter import CompileCounter
 
 @pytest.fixture(scope="module")
 def model():
-    return DLRM(configs.get("rmc1-tiny"), rngs=nnx.Rngs(0))
+    return configs.get("rmc1-tiny").build(nnx.Rngs(0))
 
 
 def test_serving_a_schedule_compiles_nothing(model):
@@ -49,10 +48,16 @@ def test_inputs_are_pre_generated_and_served_in_turn(model):
     assert workload.sizes == (2, 4)
     assert [len(workload.inputs[size]) for size in (2, 4)] == [2, 2]
     first, second = workload.inputs[4]
-    assert not np.array_equal(np.asarray(first.sparse_ids), np.asarray(second.sparse_ids))
-    # Calls alternate between the variants: the outputs are those of the predictor on each.
-    outputs = [np.asarray(workload(4)) for _ in range(2)]
-    expected = [np.asarray(workload.predictor(batch)) for batch in (first, second)]
-    np.testing.assert_allclose(outputs, expected, rtol=1e-6)
+    assert not np.array_equal(np.asarray(first.ids), np.asarray(second.ids))
+    # Calls alternate between the variants: the outputs are those of the predictor on each, a
+    # [B] array per head of the model.
+    outputs = [workload(4) for _ in range(2)]
+    expected = [workload.predictor(batch) for batch in (first, second)]
+    for output, reference in zip(outputs, expected, strict=True):
+        assert set(output) == set(model.config.heads)
+        for head in model.config.heads:
+            assert output[head].shape == (4,)
+            np.testing.assert_allclose(output[head], reference[head], rtol=1e-6)
+    assert not np.allclose(outputs[0]["click"], outputs[1]["click"])
     with pytest.raises(KeyError):
         workload(3)
