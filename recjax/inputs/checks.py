@@ -33,33 +33,53 @@ def _column_tables(config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndar
     )
 
 
+class BatchSpec:
+    """What a model's batches must look like, worked out once (the predictors check every call).
+
+    `check(batch)` raises ValueError unless `batch` has the model's feature layout and the shapes
+    and dtypes that go with it, naming the first mismatch.
+    """
+
+    def __init__(self, config: ModelConfig):
+        self.name = config.name
+        self.layout = FeatureLayout.of(config.features)
+        self.widths = {
+            "dense": config.dense_features,
+            "ids": self.layout.width,
+            "lengths": len(self.layout.names),
+        }
+        self.dtypes = {"dense": np.float32, "ids": np.int32, "lengths": np.int32}
+        if any(feature.weighted for feature in config.features):
+            self.widths["weights"] = self.layout.width
+            self.dtypes["weights"] = np.float32
+
+    def check(self, batch: Features) -> None:
+        if batch.layout != self.layout:
+            raise ValueError(
+                f"{self.name}: the batch holds sparse features {list(batch.layout.names)} with "
+                f"capacities {list(batch.layout.capacities)}; the model takes "
+                f"{list(self.layout.names)} with capacities {list(self.layout.capacities)}."
+            )
+        size = batch.dense.shape[0] if len(batch.dense.shape) == 2 else None
+        for name, width in self.widths.items():
+            array = getattr(batch, name)
+            if array is None:
+                raise ValueError(f"{self.name}: the model has weighted features; {name} is None.")
+            if size is None or array.shape != (size, width):
+                raise ValueError(
+                    f"{self.name}: {name} must have shape ['B', {width}]; got "
+                    f"{list(array.shape)}."
+                )
+            if array.dtype != self.dtypes[name]:
+                raise ValueError(
+                    f"{self.name}: {name} must be {np.dtype(self.dtypes[name])}; got "
+                    f"{array.dtype}."
+                )
+
+
 def check_batch_shapes(config: ModelConfig, batch: Features) -> None:
     """Raises ValueError unless `batch` has the layout, shapes and dtypes that `config` takes."""
-    layout = FeatureLayout.of(config.features)
-    if batch.layout != layout:
-        raise ValueError(
-            f"{config.name}: the batch holds sparse features {list(batch.layout.names)} with "
-            f"capacities {list(batch.layout.capacities)}; the model takes "
-            f"{list(layout.names)} with capacities {list(layout.capacities)}."
-        )
-    size = batch.dense.shape[0] if len(batch.dense.shape) == 2 else None
-    expected = {
-        "dense": ((size, config.dense_features), np.float32, batch.dense),
-        "ids": ((size, layout.width), np.int32, batch.ids),
-        "lengths": ((size, len(layout.names)), np.int32, batch.lengths),
-    }
-    if any(feature.weighted for feature in config.features):
-        if batch.weights is None:
-            raise ValueError(f"{config.name}: the model has weighted features; weights are None.")
-        expected["weights"] = ((size, layout.width), np.float32, batch.weights)
-    for name, (shape, dtype, array) in expected.items():
-        if size is None or tuple(array.shape) != shape:
-            raise ValueError(
-                f"{config.name}: {name} must have shape {['B', *shape[1:]]}; got "
-                f"{list(array.shape)}."
-            )
-        if np.dtype(array.dtype) != dtype:
-            raise ValueError(f"{config.name}: {name} must be {np.dtype(dtype)}; got {array.dtype}.")
+    BatchSpec(config).check(batch)
 
 
 def inputs_valid(config: ModelConfig, batch: Features) -> jax.Array:

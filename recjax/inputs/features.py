@@ -196,7 +196,7 @@ class Features:
         return self.lengths[:, self.layout.index(name)]
 
     def without_labels(self) -> "Features":
-        return dataclasses.replace(self, labels=None)
+        return self if self.labels is None else dataclasses.replace(self, labels=None)
 
 
 def make_features(

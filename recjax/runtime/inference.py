@@ -21,8 +21,8 @@ import jax
 from flax import nnx
 
 from recjax.inputs.checks import (
+    BatchSpec,
     InvalidInputError,
-    check_batch_shapes,
     describe_invalid_inputs,
     inputs_valid,
 )
@@ -63,6 +63,7 @@ class CompiledPredictor:
 
     def __init__(self, model: nnx.Module, batch_sizes: Iterable[int] = ()):
         self.config = model.config
+        self._spec = BatchSpec(self.config)
         graphdef, self.params = nnx.split(model)
         self._jitted = jax.jit(make_predict_fn(graphdef))
         self._executables: dict[int, jax.stages.Compiled] = {}
@@ -87,7 +88,7 @@ class CompiledPredictor:
 
     def __call__(self, batch: Features) -> Predictions:
         """{head: [B] probabilities}; raises InvalidInputError for a bad id, length or value."""
-        check_batch_shapes(self.config, batch)
+        self._spec.check(batch)
         executable = self._executables.get(batch.batch_size)
         if executable is None:
             raise ValueError(
@@ -103,12 +104,13 @@ class EagerPredictor:
 
     def __init__(self, model: nnx.Module):
         self.config = model.config
+        self._spec = BatchSpec(self.config)
         graphdef, self.params = nnx.split(model)
         self._predict = make_predict_fn(graphdef)
 
     def __call__(self, batch: Features) -> Predictions:
         """{head: [B] probabilities}; raises InvalidInputError for a bad id, length or value."""
-        check_batch_shapes(self.config, batch)
+        self._spec.check(batch)
         with jax.disable_jit():
             probabilities, valid = self._predict(self.params, batch.without_labels())
         return _checked(self.config, batch, probabilities, valid)
