@@ -118,6 +118,7 @@ def main(argv: list[str]) -> None:
     print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
     if _PROFILE.value:
         print(f"profile:     {os.path.join(reporter.logdir, 'plugins', 'profile')}")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

@@ -161,6 +161,7 @@ def main(argv: list[str]) -> None:
     print(table)
     print()
     print("slowdown: the instance's p50 (p99) over the N=1 instance's; samples/s: batch / mean.")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

@@ -143,6 +143,7 @@ def main(argv: list[str]) -> None:
     print()
     print(table)
     print()
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

@@ -15,6 +15,7 @@ import configs
 from recjax.layers.embedding_bag import AUTO, LOWERINGS
 from recjax.models.family import ModelConfig
 from recjax.models.overrides import apply_overrides
+from recjax.reporting import figures
 from recjax.runtime.memory import GIB, InsufficientMemoryError, check_memory
 
 # recjax measures the CPU backend; naming it also skips probing for absent accelerators.
@@ -49,6 +50,14 @@ OVERRIDE = flags.DEFINE_multi_string(
     [],
     "key=value: change one field of the preset's config (repeatable), e.g. "
     "--override=top_mlp=512,256,1 --override=interaction=dot; validated like the config itself.",
+)
+
+FIGURES = flags.DEFINE_bool(
+    "figures",
+    True,
+    "At the end of the run, draw its figure: <logdir>/<benchmark>.png and .svg, and a TensorBoard "
+    "image (see benchmarks.figures; benchmarks.machine has no figure). Needs matplotlib "
+    "(pip install -e '.[plot]'); without it the run says so and goes on.",
 )
 
 MODEL_FLAGS = ("model", "seed", "embedding_lowering", "huge_pages", "override")
@@ -117,3 +126,22 @@ def print_model_header(
         f"{needed_bytes / GIB:.1f} GiB)"
     )
     print(f"         embedding-bag lowering: {lowering} ({lowering_note})")
+
+
+def draw_figures(logdir: str, enabled: bool | None = None) -> None:
+    """--figures (or `enabled`): the run's own figure beside its results; a note, not an error,
+    when matplotlib is missing or the results cannot be drawn (the results are written either
+    way)."""
+    if not (FIGURES.value if enabled is None else enabled):
+        return
+    missing = figures.plotting_missing()
+    if missing:
+        print(f"figures: not drawn: {missing}")
+        return
+    try:
+        written = figures.write_run_figures(logdir)
+    except (figures.ResultsError, OSError) as error:
+        print(f"figures: not drawn: {error}")
+        return
+    for path in written.files:
+        print(f"figure:      {path}")

@@ -204,6 +204,7 @@ def main(argv: list[str]) -> None:
     print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
     start_load, end_load = load_average["start"], load_average["end"]
     print(f"load average: {start_load:.2f} at the start, {end_load:.2f} at the end")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

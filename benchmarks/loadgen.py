@@ -246,6 +246,7 @@ def main(argv: list[str]) -> None:
     print(f"{config.name}: {config.architecture_summary()}")
     print(report)
     print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 
