@@ -8,13 +8,20 @@ preset also has a `-tiny` variant made by one rule (`tiny`): the same architectu
 
 import dataclasses
 
-from configs import rmc1, rmc2, rmc3
+from configs import mtwnd, ncf, rmc1, rmc2, rmc3, wnd
 from recjax.models.family import ModelConfig
 
 TINY_ROWS = 1_000
 TINY_SUFFIX = "-tiny"
 
-_FULL_PRESETS = {**rmc1.PRESETS, **rmc2.PRESETS, **rmc3.PRESETS}
+_FULL_PRESETS = {
+    **rmc1.PRESETS,
+    **rmc2.PRESETS,
+    **rmc3.PRESETS,
+    **ncf.PRESETS,
+    **wnd.PRESETS,
+    **mtwnd.PRESETS,
+}
 
 
 def tiny(config: ModelConfig) -> ModelConfig:

@@ -5,5 +5,11 @@ from recjax.models.dlrm import DLRMConfig as DLRMConfig
 from recjax.models.family import ModelConfig as ModelConfig
 from recjax.models.family import Stage as Stage
 from recjax.models.family import abstract_model as abstract_model
+from recjax.models.multitask_wide_deep import MultiTaskWideDeep as MultiTaskWideDeep
+from recjax.models.multitask_wide_deep import MultiTaskWideDeepConfig as MultiTaskWideDeepConfig
+from recjax.models.ncf import NCF as NCF
+from recjax.models.ncf import NCFConfig as NCFConfig
 from recjax.models.registry import FAMILIES as FAMILIES
 from recjax.models.registry import family_of as family_of
+from recjax.models.wide_deep import WideDeep as WideDeep
+from recjax.models.wide_deep import WideDeepConfig as WideDeepConfig

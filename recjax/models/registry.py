@@ -2,9 +2,15 @@
 
 from recjax.models.dlrm import DLRMConfig
 from recjax.models.family import ModelConfig
+from recjax.models.multitask_wide_deep import MultiTaskWideDeepConfig
+from recjax.models.ncf import NCFConfig
+from recjax.models.wide_deep import WideDeepConfig
 
 FAMILIES: dict[str, type[ModelConfig]] = {
     "dlrm": DLRMConfig,
+    "ncf": NCFConfig,
+    "wide_deep": WideDeepConfig,
+    "multitask_wide_deep": MultiTaskWideDeepConfig,
 }
 
 
