@@ -25,6 +25,8 @@ Shapes: `P` devices, `H` hosts, `L` devices per host, `b` samples per device, `C
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
+
 from recjax.inputs.features import FeatureConfig, TableConfig
 from recjax.parallel.sharding import ShardingPlan, ShardingType
 
@@ -71,9 +73,6 @@ class BufferLayout:
     @property
     def replicated(self) -> bool:
         return self.kind == DATA_PARALLEL
-
-    def device_bytes(self, itemsize: int) -> int:
-        return self.rows_per_device * self.dim * itemsize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +125,14 @@ class ShardedLayout:
 
     def buffer(self, name: str) -> BufferLayout:
         return next(buffer for buffer in self.buffers if buffer.name == name)
+
+    @property
+    def device_bytes(self) -> int:
+        """Bytes of buffers on each device (the same on all: padded, zero rows included)."""
+        return sum(
+            buffer.rows_per_device * buffer.dim * np.dtype(buffer.dtype).itemsize
+            for buffer in self.buffers
+        )
 
 
 def buffer_name(kind: str, dim: int, dtype: str) -> str:

@@ -109,11 +109,7 @@ class ShardedEmbeddingCollection(nnx.Module):
         self.mesh = mesh
         self.shard_layout = layouts.sharded_layout(plan, tables, features)
         local_devices = process_devices(mesh)
-        itemsize = {buffer.name: np.dtype(buffer.dtype).itemsize for buffer in self.buffers}
-        self.process_bytes = sum(
-            buffer.device_bytes(itemsize[buffer.name]) * len(local_devices)
-            for buffer in self.buffers
-        )
+        self.process_bytes = self.shard_layout.device_bytes * len(local_devices)
         if budget_bytes is not None and self.process_bytes > budget_bytes:
             raise MemoryBudgetError(
                 f"Process {jax.process_index()} would hold {self.process_bytes:,} bytes of table "
