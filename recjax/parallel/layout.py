@@ -177,6 +177,11 @@ def _regions(
             place(name, block, table.name, [(i, shard.device) for i, shard in enumerate(shards)])
     out = {}
     for name, (kind, dim, dtype) in meta.items():
+        if max(next_row[name]) >= 2**31:
+            raise ValueError(
+                f"Buffer {name} would hold {max(next_row[name]):,} rows on one device; int32 ids "
+                f"address at most {2**31 - 1:,}: spread its tables over more devices."
+            )
         layout = BufferLayout(
             name=name,
             kind=kind,

@@ -197,7 +197,9 @@ class ShardedEmbeddingCollection(nnx.Module):
         positions = jnp.arange(config.capacity, dtype=jnp.int32)[None, :]
         return positions < lengths[:, feature, None]
 
-    def _routed_ids(self, routes: Sequence[layouts.Route], group, inputs) -> jax.Array:
+    def _routed_ids(
+        self, routes: Sequence[layouts.Route], group: layouts.ExchangeGroup, inputs
+    ) -> jax.Array:
         """[b, slots, C] rows of one destination's buffer; masked ids and padding slots -> row 0."""
         blocks = []
         for route in routes:
@@ -213,7 +215,9 @@ class ShardedEmbeddingCollection(nnx.Module):
         blocks += [padding] * (group.slots - len(routes))
         return jnp.stack(blocks, axis=1)
 
-    def _routed_weights(self, routes: Sequence[layouts.Route], group, inputs) -> jax.Array:
+    def _routed_weights(
+        self, routes: Sequence[layouts.Route], group: layouts.ExchangeGroup, inputs
+    ) -> jax.Array:
         """[b, slots, C] the weights of each slot's ids (padding slots: zeros)."""
         blocks = [self._feature_ids(inputs["weights"], route.feature) for route in routes]
         padding = jnp.zeros_like(inputs["weights"][:, : group.capacity])
