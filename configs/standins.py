@@ -38,10 +38,11 @@ SMALLEST_SCALED_ROWS = 1_000
 
 
 def _dcnv2_shaped(name: str, rows: tuple[int, ...]) -> DLRMConfig:
-    tables = tuple(TableConfig(f"criteo_{index}", count, 128) for index, count in enumerate(rows))
+    # Named as TorchRec's DLRM example (and the zoo's dcnv2 presets) name them.
+    tables = tuple(TableConfig(f"t_cat_{index}", count, 128) for index, count in enumerate(rows))
     features = tuple(
-        FeatureConfig(table.name, table.name, size)
-        for table, size in zip(tables, MULTI_HOT_SIZES, strict=True)
+        FeatureConfig(f"cat_{index}", table.name, size)
+        for index, (table, size) in enumerate(zip(tables, MULTI_HOT_SIZES, strict=True))
     )
     return DLRMConfig(
         name=name,

@@ -12,7 +12,7 @@ def test_prints_the_plan_and_writes_results(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "97.36 GiB of tables in 26 tables" in result.stdout
     assert "20.40 GiB per device for tables (15% reserved)" in result.stdout
-    table_lines = [line for line in result.stdout.splitlines() if line.startswith("criteo_")]
+    table_lines = [line for line in result.stdout.splitlines() if line.startswith("t_cat_")]
     assert len(table_lines) == 26
     results = json.loads((tmp_path / "results.json").read_text())
     plan = results["plan"]
