@@ -13,8 +13,8 @@ measures, here measured again in the same run on the model's largest table group
 results.json and TensorBoard event files into --logdir.
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py; --embedding_lowering does not apply here: every
-lowering named in --implementations is timed.
+--override, --ids) are defined in benchmarks/flags.py; --embedding_lowering does not apply here:
+every lowering named in --implementations is timed.
 """
 
 import sys
@@ -77,6 +77,7 @@ def main(argv: list[str]) -> None:
         )
     shared.start_on_cpu()
     config = shared.model_config()
+    ids = shared.id_distributions(config)
     batch_sizes = tuple(int(v) for v in _BATCH_SIZES.value)
     implementations, notes = embedding_benchmark.runnable_implementations(
         config, _IMPLEMENTATIONS_FLAG.value
@@ -122,6 +123,7 @@ def main(argv: list[str]) -> None:
         budget,
         rotate_bytes=_ROTATE_MIB.value * 2**20,
         seed=shared.SEED.value,
+        ids=ids,
     )
     table = embedding_benchmark.format_table(measurements, ceiling, ceiling_source)
     reporter.write_results(
@@ -129,6 +131,7 @@ def main(argv: list[str]) -> None:
             "ceiling": {**ceiling.to_json(), "measured_on": ceiling_source},
             "huge_pages": huge_pages,
             "notes": notes,
+            "ids": shared.IDS.value,
             "results": [m.to_json(ceiling) for m in measurements],
         }
     )
