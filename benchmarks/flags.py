@@ -2,7 +2,9 @@
 
 Defining a flag here defines it for every binary that imports this module; a binary defines only
 the flags of its own measurement. `model_config()` turns --model, --override and
---embedding_lowering into a validated config, so a bad value fails before anything is built.
+--embedding_lowering into a validated config, and `id_distributions(config)` turns --ids into each
+table's id distribution (profile files read and checked), so a bad value fails before anything is
+built.
 """
 
 import dataclasses
