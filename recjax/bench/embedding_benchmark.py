@@ -173,6 +173,11 @@ def measure_gather_ceiling(
     return ceiling, source
 
 
+def batch_seed(seed: int, batch_size: int, index: int) -> int:
+    """The seed of the `index`-th rotated batch of `batch_size`."""
+    return seed + 1000 * batch_size + index
+
+
 def rotation_count(config: ModelConfig, batch_size: int, rotate_bytes: int) -> int:
     """How many distinct batches hold at least `rotate_bytes` of rows together (1 to 64)."""
     per_batch = batch_size * config.embedding_bytes_per_sample
@@ -267,7 +272,7 @@ def run_embedding_benchmark(
     for batch_size in batch_sizes:
         count = rotation_count(config, batch_size, rotate_bytes)
         host_batches = [
-            synthetic_features(config, batch_size, seed=seed + 1000 * batch_size + i, ids=ids)
+            synthetic_features(config, batch_size, seed=batch_seed(seed, batch_size, i), ids=ids)
             for i in range(count)
         ]
         device_batches = [to_device(batch) for batch in host_batches]

@@ -251,13 +251,13 @@ def measure_locality(
     progress: Callable[[str], None] = print,
 ) -> list[locality.TableLocality]:
     """The locality figures of every table at every batch size, on the batches the sweep timed."""
-    figures = []
+    figures, memo = [], {}
     for batch_size in settings.batch_sizes:
         progress(f"{config.name} batch {batch_size:>5}: measuring the locality of the ids ...")
         batch = synthetic_features(
             config, batch_size, seed=batch_seed(settings.seed, batch_size), ids=ids
         )
         figures += locality.measure_locality(
-            config, batch, ids, settings.seed, cache_bytes, max_sample_lookups
+            config, batch, ids, settings.seed, cache_bytes, max_sample_lookups, memo
         )
     return figures

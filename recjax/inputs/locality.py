@@ -126,6 +126,7 @@ def measure_locality(
     seed: int,
     cache_bytes: int,
     max_sample_lookups: int = DEFAULT_SAMPLE_LOOKUPS,
+    memo: dict | None = None,
 ) -> list[TableLocality]:
     """The locality figures of every table of `config` at `batch`'s batch size.
 
@@ -135,6 +136,8 @@ def measure_locality(
       seed: seeds the stream samples (the figures of a run are reproducible).
       cache_bytes: the last-level cache's size: the simulated LRU holds this many bytes of rows.
       max_sample_lookups: the most lookups per sampled stream (see the module docstring).
+      memo: a dict kept across calls (several batch sizes of one run) to sample each stream once:
+        the stream figures do not depend on the batch size unless two batches outgrow the sample.
     """
     if cache_bytes <= 0 or max_sample_lookups <= 0:
         raise ValueError(
@@ -143,7 +146,7 @@ def measure_locality(
         )
     distributions = distributions or {}
     ids, lengths = np.asarray(batch.ids), np.asarray(batch.lengths)
-    measured: dict[tuple, tuple[str, _StreamFigures]] = {}
+    measured: dict[tuple, tuple[str, _StreamFigures]] = {} if memo is None else memo
     results = []
     for index, table in enumerate(config.tables):
         distribution = distributions.get(table.name, Uniform())
@@ -154,7 +157,7 @@ def measure_locality(
         cache_rows = max(1, cache_bytes // table.row_bytes)
         wanted = max(MIN_SAMPLE_LOOKUPS, SAMPLE_PER_CACHE_ROW * min(cache_rows, table.num_rows))
         size = max(min(wanted, max_sample_lookups), 2 * lookups.size, 2)
-        key = (distribution.describe(), table.num_rows, table.row_bytes, size)
+        key = (distribution.describe(), table.num_rows, table.row_bytes, size, cache_rows, seed)
         if key not in measured:
             sequence = np.random.SeedSequence(seed, spawn_key=(_SAMPLE_KEY, index))
             rng = np.random.default_rng(sequence)
