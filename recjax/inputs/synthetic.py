@@ -124,7 +124,7 @@ def synthetic_features(
     rows = _columns(config, [config.table(feature.table).num_rows for feature in config.features])
     # Uniform ids for every column, as always (so that the rest of the batch keeps its values);
     # tables with another distribution overwrite theirs below.
-    ids = rng.integers(0, rows[None, :], size=(batch_size, layout.width)).astype(np.int32)
+    id_block = rng.integers(0, rows[None, :], size=(batch_size, layout.width)).astype(np.int32)
     capacities = np.asarray(layout.capacities)
     fixed = np.asarray([feature.fixed_length for feature in config.features])
     drawn = rng.integers(1, capacities[None, :] + 1, size=(batch_size, len(capacities)))
@@ -132,9 +132,10 @@ def synthetic_features(
     if not fixed.all():
         position = np.concatenate([np.arange(capacity) for capacity in capacities])
         feature_of_column = _columns(config, np.arange(len(capacities)))
-        ids = np.where(position[None, :] < lengths[:, feature_of_column], ids, 0).astype(np.int32)
+        valid = position[None, :] < lengths[:, feature_of_column]
+        id_block = np.where(valid, id_block, 0).astype(np.int32)
     if non_uniform:
-        _draw_table_ids(config, non_uniform, seed, ids, lengths)
+        _draw_table_ids(config, non_uniform, seed, id_block, lengths)
     weights = None
     if any(feature.weighted for feature in config.features):
         weights = rng.random((batch_size, layout.width), dtype=np.float32)
@@ -143,7 +144,7 @@ def synthetic_features(
         label_values = {
             head: rng.integers(0, 2, size=batch_size).astype(np.float32) for head in config.heads
         }
-    return Features(dense, ids, lengths, weights, label_values, layout)
+    return Features(dense, id_block, lengths, weights, label_values, layout)
 
 
 def to_device(batch: Features) -> Features:
