@@ -2,7 +2,9 @@
 
 Defining a flag here defines it for every binary that imports this module; a binary defines only
 the flags of its own measurement. `model_config()` turns --model, --override and
---embedding_lowering into a validated config, so a bad value fails before anything is built.
+--embedding_lowering into a validated config, and `id_distributions(config)` turns --ids into each
+table's id distribution (profile files read and checked), so a bad value fails before anything is
+built.
 """
 
 import dataclasses
@@ -13,6 +15,7 @@ from absl import app, flags
 
 import configs
 from configs import standins
+from recjax.inputs.id_distributions import UNIFORM, IdDistribution, parse_id_spec
 from recjax.layers.embedding_bag import AUTO, LOWERINGS
 from recjax.models.family import ModelConfig
 from recjax.models.overrides import apply_overrides
@@ -61,7 +64,28 @@ FIGURES = flags.DEFINE_bool(
     "(pip install -e '.[plot]'); without it the run says so and goes on.",
 )
 
-MODEL_FLAGS = ("model", "seed", "embedding_lowering", "huge_pages", "override")
+IDS = flags.DEFINE_string(
+    "ids",
+    UNIFORM,
+    "How synthetic inputs draw each table's ids: a default for every table, then any "
+    "TABLE=DISTRIBUTION overrides, comma-separated; a distribution is uniform, zipf:ALPHA "
+    "(ALPHA > 0, over a fixed random permutation of the rows) or trace:PATH (a stack-distance "
+    "profile in the reference DLRM's dist_emb format; {table} and {index} in PATH stand for the "
+    "table's name and 0-based position). E.g. --ids=zipf:1.05,rmc2_table_3=uniform.",
+)
+
+
+def _check_id_spec(value: str) -> bool:
+    try:
+        parse_id_spec(value)
+    except ValueError as error:
+        raise flags.ValidationError(f"--ids={value}: {error}") from error
+    return True
+
+
+flags.register_validator("ids", _check_id_spec)
+
+MODEL_FLAGS = ("model", "seed", "embedding_lowering", "huge_pages", "override", "ids")
 
 
 def model_config() -> ModelConfig:
@@ -77,6 +101,17 @@ def model_config() -> ModelConfig:
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     return config
+
+
+def id_distributions(config: ModelConfig) -> dict[str, IdDistribution]:
+    """--ids resolved for `config`'s tables: profiles read and range-checked before any work.
+
+    Raises app.UsageError naming the bad value (for a profile file: the file, line and table).
+    """
+    try:
+        return parse_id_spec(IDS.value).resolve(config)
+    except ValueError as error:
+        raise app.UsageError(f"--ids={IDS.value}: {error}") from error
 
 
 def refuse_model_flags(binary: str) -> None:

@@ -4,6 +4,7 @@ r"""Compiled (jit) versus eager inference latency of one preset, per batch size.
     python -m benchmarks.latency --model=rmc3-tiny --batch_sizes=1,64 --modes=jit
     python -m benchmarks.latency --model=rmc1 --modes=jit,torch   # needs pip install -e '.[torch]'
     python -m benchmarks.latency --model=rmc2-tiny --override=top_mlp=512,256,1
+    python -m benchmarks.latency --model=rmc2 --modes=jit --ids=zipf:1.05
     python -m benchmarks.latency --model=dcnv2-full-scaled --processes=4 \
         --memory_per_process=64MiB --batch_sizes=64,256,1024   # sharded over 4 local processes
 
@@ -14,10 +15,12 @@ every host with --coordinator=HOST:PORT and --process_id=K (as jax.distributed.i
 them).
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py.
+--override, --ids) are defined in benchmarks/flags.py.
 
-Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), and
-writes results.json and TensorBoard event files into --logdir:
+Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), the
+locality of the ids per table (unique rows per batch, the hottest 1% of rows' share, the hit rate
+of an LRU cache the size of the last-level cache; see recjax/inputs/locality.py), and writes
+results.json and TensorBoard event files into --logdir:
 
     tensorboard --logdir runs/latency
 """
@@ -31,12 +34,13 @@ from absl import app, flags
 from benchmarks import flags as shared
 from recjax.bench import latency_bound, latency_sweep, sharded_latency
 from recjax.bench.timing import TimingBudget
+from recjax.inputs import id_distributions, locality
 from recjax.interop import torch_twins
 from recjax.layers.embedding_bag import resolve_lowering
 from recjax.parallel import launch, planner
 from recjax.parallel.sharded_collection import MemoryBudgetError
 from recjax.parallel.sharding import MeshShape
-from recjax.reporting.fingerprint import fingerprint_summary
+from recjax.reporting.fingerprint import fingerprint_summary, last_level_cache
 from recjax.reporting.run_reporter import RunReporter
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime import threads
@@ -79,6 +83,15 @@ _P99_TARGET_MS = flags.DEFINE_float(
     "p99_target_ms",
     None,
     "If set, report per mode the batch size of highest throughput whose p99 is at most this.",
+)
+_LOCALITY_LOOKUPS = flags.DEFINE_integer(
+    "locality_lookups",
+    locality.DEFAULT_SAMPLE_LOOKUPS,
+    "The most lookups per sampled id stream for the locality figures (hot 1% share, LRU hit "
+    "rate; 8 x the rows of the cache or the table are drawn when fewer): the LRU figure is the "
+    "steady state's once the first half of the sample fills the simulated cache ('filled' in "
+    "the table). 0 skips the locality figures.",
+    lower_bound=0,
 )
 flags.register_validator(
     "p99_target_ms",
@@ -240,6 +253,7 @@ def main(argv: list[str]) -> None:
         print(f"threads: {_THREADS.value} (PJRT_NPROC={_THREADS.value}, pinned to cores {cores})")
     shared.start_on_cpu()
     config = shared.model_config()
+    ids = shared.id_distributions(config)
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
@@ -270,6 +284,7 @@ def main(argv: list[str]) -> None:
 
     print(f"machine: {fingerprint_summary(reporter.fingerprint)}")
     shared.print_model_header(config, needed, lowering, lowering_note)
+    print(f"ids:     {shared.IDS.value}")
     print(f"logdir:  {reporter.logdir}")
     threads_line = f"threads: {thread_counts['usable_cores']} usable cores; XLA uses all of them"
     if "torch_num_threads" in thread_counts:
@@ -288,9 +303,20 @@ def main(argv: list[str]) -> None:
     )
     model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
 
-    measurements = latency_sweep.run_sweep(model, settings)
+    measurements = latency_sweep.run_sweep(model, settings, ids=ids)
     table = latency_sweep.format_table(config, measurements)
     load_average["end"] = os.getloadavg()[0]
+    cache_name, cache_bytes = last_level_cache(reporter.fingerprint)
+    localities, locality_table = [], ""
+    if _LOCALITY_LOOKUPS.value:
+        localities = latency_sweep.measure_locality(
+            config, settings, ids, cache_bytes, _LOCALITY_LOOKUPS.value
+        )
+        locality_table = locality.format_locality(
+            localities,
+            f"ids {shared.IDS.value}; LRU of the {cache_name}, {cache_bytes / 2**20:g} MiB, per "
+            f"table alone; samples of at most {_LOCALITY_LOOKUPS.value:,} lookups",
+        )
     best = None
     if _P99_TARGET_MS.value is not None:
         best = latency_bound.best_under_p99(measurements, _P99_TARGET_MS.value)
@@ -304,22 +330,37 @@ def main(argv: list[str]) -> None:
             "results": [m.to_json() for m in measurements],
             "threads": _THREADS.value,
             "latency_bound": best and latency_bound.to_json(best, _P99_TARGET_MS.value),
+            "ids": shared.IDS.value,
+            "id_distributions": id_distributions.describe(ids, config),
+            "locality": {
+                "cache": {"level": cache_name, "bytes": cache_bytes},
+                "max_sample_lookups": _LOCALITY_LOOKUPS.value,
+                "tables": [item.to_json() for item in localities],
+            },
         }
     )
     with SummaryWriter(reporter.logdir) as writer:
         latency_sweep.write_summaries(
             writer,
             measurements,
-            hparams={**latency_sweep.hparams_of(config, settings), "embedding_lowering": lowering},
-            texts={"results": f"`{reporter.command}`\n\n```\n{table}\n```"},
+            hparams={
+                **latency_sweep.hparams_of(config, settings),
+                "embedding_lowering": lowering,
+                "ids": shared.IDS.value,
+            },
+            texts={"results": f"`{reporter.command}`\n\n```\n{table}\n\n{locality_table}\n```"},
             trial_id=os.path.basename(reporter.logdir),
         )
+        locality.write_summaries(writer, localities)
         reporter.write_texts(writer)
         if best is not None:
             latency_bound.write_summaries(writer, best, _P99_TARGET_MS.value)
     print()
     print(table)
     print()
+    if locality_table:
+        print(locality_table)
+        print()
     if best is not None:
         print(latency_bound.format_best(best, _P99_TARGET_MS.value))
     print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")

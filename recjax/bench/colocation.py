@@ -23,11 +23,12 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from recjax.bench.timing import LatencyStats, TimingBudget
+from recjax.inputs.id_distributions import IdDistribution
 from recjax.models.family import ModelConfig
 from recjax.runtime.memory import (
     GIB,
@@ -143,6 +144,7 @@ class InstanceSpec:
     cores: tuple[int, ...]
     seed: int
     huge_pages: bool = True
+    ids: Mapping[str, IdDistribution] | None = None  # each table's id distribution; uniform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +196,9 @@ def _instance_main(spec: InstanceSpec, connection) -> None:
         )
         predictor = CompiledPredictor(model, [spec.batch_size])
         batch = to_device(
-            synthetic_features(spec.config, spec.batch_size, seed=spec.seed + 1000 * spec.index)
+            synthetic_features(
+                spec.config, spec.batch_size, seed=spec.seed + 1000 * spec.index, ids=spec.ids
+            )
         )
         for _ in range(WARMUP_CALLS):
             predictor(batch)
@@ -339,6 +343,7 @@ def run_colocation(
     cores_per_instance: int | None = None,
     huge_pages: bool = True,
     progress: Callable[[str], None] = print,
+    ids: Mapping[str, IdDistribution] | None = None,
 ) -> list[ColocationRun]:
     """For each N in `instance_counts`, runs N instances at once, one N after another."""
     runs = []
@@ -347,7 +352,7 @@ def run_colocation(
         shared = " (oversubscribed: instances share cores)" if oversubscribed else ""
         progress(f"N={count}: starting {count} instance(s) of {config.name}{shared}")
         specs = [
-            InstanceSpec(index, config, batch_size, duration_s, tuple(cores), seed, huge_pages)
+            InstanceSpec(index, config, batch_size, duration_s, tuple(cores), seed, huge_pages, ids)
             for index, cores in enumerate(core_sets)
         ]
         results = run_instances(specs, progress)
