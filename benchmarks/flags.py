@@ -93,12 +93,9 @@ def start_on_cpu() -> None:
 def check_memory_or_exit(
     config: ModelConfig, max_batch_size: int, extra_parameter_copies: int = 0
 ) -> int:
-    """The bytes the run needs; exits with the memory error (naming the -tiny preset) if short."""
-    smaller = [
-        name
-        for name in configs.names()
-        if name != config.name and configs.full_size_of(name) == configs.full_size_of(config.name)
-    ]
+    """The bytes the run needs; exits with the memory error if short, naming the smaller presets
+    to try (`configs.smaller_presets`: e.g. dcnv2 for dcnv2-full, and the -tiny variant)."""
+    smaller = configs.smaller_presets(config.name)
     try:
         return check_memory(
             config, max_batch_size, smaller, extra_parameter_copies=extra_parameter_copies

@@ -1,10 +1,14 @@
 """The model families, by name: every config class that follows the family contract."""
 
+from recjax.models.dcnv2 import DCNv2Config
+from recjax.models.deepfm import DeepFMConfig
 from recjax.models.dlrm import DLRMConfig
 from recjax.models.family import ModelConfig
 
 FAMILIES: dict[str, type[ModelConfig]] = {
     "dlrm": DLRMConfig,
+    "deepfm": DeepFMConfig,
+    "dcnv2": DCNv2Config,
 }
 
 

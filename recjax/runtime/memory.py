@@ -93,6 +93,12 @@ def check_memory(
         suggestion = (
             f" Try a smaller preset: {', '.join(smaller_presets)}." if smaller_presets else ""
         )
+        if config.parameter_bytes > available:
+            suggestion += (
+                " Its parameters alone exceed this machine's memory: the full model needs its "
+                "embedding tables sharded over several machines, which recjax does not do yet (a "
+                "later issue adds sharding)."
+            )
         raise InsufficientMemoryError(
             f"{config.name} at batch size {max_batch_size} needs about {needed / GIB:.1f} GiB "
             f"({config.parameter_bytes / GIB:.1f} GiB of parameters{copies}), but only "
