@@ -14,7 +14,8 @@ as MLPerf does. `dcnv2-full` is refused by the memory check on any machine that 
 Benchmark:
     python -m benchmarks.latency --model=dcnv2 --modes=jit,eager,torch
     python -m benchmarks.breakdown --model=dcnv2
-    python -m benchmarks.latency --model=dcnv2-tiny --override=cross_rank=256 --override=cross_layers=2
+    python -m benchmarks.latency --model=dcnv2-tiny --override=cross_rank=256 \
+        --override=cross_layers=2
 """
 
 from recjax.models.dcnv2 import DCNv2Config, multi_hot_bags
@@ -25,7 +26,9 @@ CRITEO_1TB_VOCABULARY = (
     11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36,
 )  # fmt: skip
 # Ids per bag of the 26 features (MLPerf DLRM-v2's multi-hot sizes).
-MULTI_HOT_SIZES = (3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1)
+MULTI_HOT_SIZES = (
+    3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1,
+)  # fmt: skip
 CAPPED_ROWS = 1_000_000
 
 

@@ -2,9 +2,9 @@
 low-rank cross network.
 
     dense [B, F] ──► dense arch (bottom MLP, ReLU) ──► [B, H] ─┐
-                                                               ├─► cross network ─► over arch ─► logit
-    sparse features ──► sparse arch (embedding bags) ──────────┘   x_0 = [dense, e_1..e_T]   [B]
-    (T multi-hot bags)   [B, T, D]                                 L low-rank layers, [B, N]
+                                                               ├─► cross network ─► over arch
+    sparse features ──► sparse arch (embedding bags) ──────────┘   L low-rank        (top MLP)
+    (T multi-hot bags)   [B, T, D]                                 layers, [B, N]    logit [B]
 
     x_{l+1} = x_0 * (U_l (V_l x_l) + b_l) + x_l,  N = H + T * D,  U_l [N, r], V_l [r, N]
 
@@ -55,15 +55,16 @@ class DCNv2Config(DLRMConfig):
         return {"num_layers": self.cross_layers, "rank": self.cross_rank}
 
     def architecture_summary(self) -> str:
-        """e.g. 'bottom 13-512-256-128, cross 3 layers x rank 512 over 3456, top
+        """e.g. 'bottom 13-512-256-128, cross network (layers=3, rank=512) over 3456, top
         3456-1024-1024-512-256-1, 26 tables x 3 to 40,000,000 rows x 128 dim, 1 to 100
-        lookups/table (207 per sample)'."""
+        lookups/table (214 per sample)'."""
         bottom = "-".join(str(width) for width in (self.dense_features, *self.bottom_mlp))
         top = "-".join(str(width) for width in (self.top_mlp_in_features, *self.top_mlp))
         rows = [table.num_rows for table in self.tables]
         lookups = [feature.capacity for feature in self.features]
         return (
-            f"bottom {bottom}, cross {self.cross_layers} layers x rank {self.cross_rank} over "
+            f"bottom {bottom}, cross network (layers={self.cross_layers}, "
+            f"rank={self.cross_rank}) over "
             f"{self.top_mlp_in_features}, top {top}, {len(self.tables)} tables x {min(rows):,} "
             f"to {max(rows):,} rows x {self.embedding_dim} dim, {min(lookups)} to {max(lookups)} "
             f"lookups/table ({sum(lookups)} per sample)"

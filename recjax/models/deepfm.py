@@ -146,7 +146,10 @@ class DeepFMConfig(ModelConfig):
         """The embedding rows and the first-order weights gathered per sample."""
         return sum(
             feature.capacity
-            * (self.table(feature.table).row_bytes + first_order_table(self.table(feature.table)).row_bytes)
+            * (
+                self.table(feature.table).row_bytes
+                + first_order_table(self.table(feature.table)).row_bytes
+            )
             for feature in self.features
         )
 
@@ -217,9 +220,7 @@ def one_hot_fields(
 ) -> tuple[tuple[TableConfig, ...], tuple[FeatureConfig, ...]]:
     """Criteo's categorical fields C1, C2, ...: one id each, looked up in a table of its own
     (`vocabulary[k]` rows), each table with its first-order table beside it."""
-    tables = tuple(
-        TableConfig(f"C{index + 1}", rows, dim) for index, rows in enumerate(vocabulary)
-    )
+    tables = tuple(TableConfig(f"C{index + 1}", rows, dim) for index, rows in enumerate(vocabulary))
     features = tuple(FeatureConfig(table.name, table.name, capacity=1) for table in tables)
     return DeepFMConfig.with_first_order_tables(tables), features
 
