@@ -202,16 +202,16 @@ class DeepFMConfig(ModelConfig):
 
     def architecture_summary(self) -> str:
         """e.g. 'FM + deep 624-400-400-400-1 over 39 fields x 16 dim (13 dense as fields), 26
-        tables x 3 to 10,131,227 rows, 1 to 1 lookups/table, first-order weights'."""
+        tables x 3 to 10,131,227 rows, 1 id/feature, first-order weights'."""
         deep = "-".join(str(width) for width in (self.deep_in_features, *self.deep_mlp))
         rows = [table.num_rows for table in self.embedding_tables]
-        lookups = [feature.capacity for feature in self.features]
+        lookups = sorted({feature.capacity for feature in self.features})
+        ids = f"{lookups[0]}" if len(lookups) == 1 else f"{lookups[0]} to {lookups[-1]}"
         dense = "as fields" if self.dense_as_fields else "into the deep input"
         return (
             f"FM + deep {deep} over {self.num_fields} fields x {self.embedding_dim} dim "
             f"({self.dense_features} dense {dense}), {len(rows)} tables x {min(rows):,} to "
-            f"{max(rows):,} rows, {min(lookups)} to {max(lookups)} lookups/table, first-order "
-            "weights"
+            f"{max(rows):,} rows, {ids} id/feature, first-order weights"
         )
 
 
