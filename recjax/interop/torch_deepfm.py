@@ -71,12 +71,9 @@ class TorchDeepFM(nn.Module):
         with warnings.catch_warnings():
             # Table views are read-only; torch only reads them, copying each into its parameter.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            for prefix, collection in (
-                ("embeddings", model.sparse_arch),
-                ("first_order", model.first_order_arch),
-            ):
-                for name, view in table_views(collection).items():
-                    state_dict[f"{prefix}.{name}.weight"] = torch.from_numpy(view)
+            for name, view in table_views(model.sparse_arch).items():
+                prefix = "first_order" if name.endswith(FIRST_ORDER_SUFFIX) else "embeddings"
+                state_dict[f"{prefix}.{name}.weight"] = torch.from_numpy(view)
         state_dict["dense_linear.weight"] = tensor(np.asarray(model.dense_weight[...])[None, :])
         state_dict["dense_linear.bias"] = tensor(np.asarray(model.bias[...]).reshape(1))
         if model.config.dense_as_fields:

@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from recjax.inputs.features import FeatureConfig, Features, TableConfig
-from recjax.layers.embedding_collection import EmbeddingCollection
+from recjax.layers.embedding_collection import EmbeddingCollection, PooledCall
 from recjax.layers.mlp import MLP, mlp_flops
 from recjax.models.family import ModelConfig, Stage
 
@@ -49,7 +49,8 @@ class DeepFMConfig(ModelConfig):
 
     `tables` holds the embedding tables (one dim D for all) read by the features, and beside each
     one its first-order table (`first_order_table`: the same rows, dim 1), so the table bytes,
-    the memory check and `configs.tiny` see both. `with_first_order_tables` adds them.
+    the memory check, `configs.tiny` and the model's `sparse_arch` hold both.
+    `with_first_order_tables` adds them.
 
     Attributes:
       deep_mlp: output widths of the deep component's layers; the last is 1 (its logit).
@@ -115,15 +116,6 @@ class DeepFMConfig(ModelConfig):
     @property
     def first_order_tables(self) -> tuple[TableConfig, ...]:
         return tuple(self.table(table.name + FIRST_ORDER_SUFFIX) for table in self.embedding_tables)
-
-    @property
-    def first_order_features(self) -> tuple[FeatureConfig, ...]:
-        """The features again (same names, hence the same batch columns), each bound to its
-        table's first-order table."""
-        return tuple(
-            dataclasses.replace(feature, table=feature.table + FIRST_ORDER_SUFFIX)
-            for feature in self.features
-        )
 
     @property
     def embedding_dim(self) -> int:
@@ -229,17 +221,51 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float) -> jax.Array:
     return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
+def first_order_calls(
+    collection: EmbeddingCollection, first_order_tables: dict[str, str]
+) -> tuple[PooledCall, ...]:
+    """The collection's pooled calls, pointed at each feature's first-order table: the same id
+    columns, capacity and pooling, read in the dim-1 tables' group (split by group if need be).
+
+    Args:
+      collection: holds both the features' tables and the first-order tables.
+      first_order_tables: {feature name: the name of its first-order table}.
+    """
+    calls = []
+    for call in collection.pooled_calls:
+        tables = [first_order_tables[name] for name in call.features]
+        for group in dict.fromkeys(collection.table_group[table] for table in tables):
+            members = [
+                (name, column, table)
+                for name, column, table in zip(call.features, call.columns, tables, strict=True)
+                if collection.table_group[table] == group
+            ]
+            calls.append(
+                dataclasses.replace(
+                    call,
+                    group=group,
+                    features=tuple(name for name, _, _ in members),
+                    columns=tuple(column for _, column, _ in members),
+                    row_offsets=tuple(collection.table_offset[table] for _, _, table in members),
+                )
+            )
+    return tuple(calls)
+
+
 class DeepFM(nnx.Module):
     """The DeepFM network: field embeddings shared by the FM and the deep component.
 
     Input  a `Features` batch: dense [B, F] float32 and the config's sparse features.
     Output {"click": logits [B]}.
 
-    Parameters: `sparse_arch` (the embedding tables, [rows, D] each), `first_order_arch` (the
-    first-order tables, [rows, 1]), `dense_weight` [F] and `bias` [] (first order),
-    `dense_embedding` [F, D] (the dense fields' vectors; None unless `dense_as_fields`), `deep`.
-    Tables initialize as the DLRM's, uniform(+-1/sqrt(rows)); the dense weights and vectors as
-    torch's nn.Linear does, uniform(+-1/sqrt(fan in)); the bias at zero; the deep MLP Glorot.
+    Parameters: `sparse_arch` (every table: the embedding tables, [rows, D] each, in one stacked
+    group, and the first-order tables, [rows, 1], in another), `dense_weight` [F] and `bias` []
+    (first order), `dense_embedding` [F, D] (the dense fields' vectors; None unless
+    `dense_as_fields`), `deep`. Each feature's ids are read twice: by `sparse_arch`'s own calls
+    (the embeddings) and by the same calls pointed at the first-order tables
+    (`first_order_calls`), so the ids are never copied. Tables initialize as the DLRM's,
+    uniform(+-1/sqrt(rows)); the dense weights and vectors as torch's nn.Linear does,
+    uniform(+-1/sqrt(fan in)); the bias at zero; the deep MLP Glorot.
 
     Example:
         >>> model = configs.get("deepfm-tiny").build(nnx.Rngs(0))
@@ -251,13 +277,11 @@ class DeepFM(nnx.Module):
         self.config = config
         dense, dim = config.dense_features, config.embedding_dim
         self.sparse_arch = EmbeddingCollection(
-            config.embedding_tables, config.features, lowering=config.embedding_lowering, rngs=rngs
+            config.tables, config.features, lowering=config.embedding_lowering, rngs=rngs
         )
-        self.first_order_arch = EmbeddingCollection(
-            config.first_order_tables,
-            config.first_order_features,
-            lowering=config.embedding_lowering,
-            rngs=rngs,
+        self.first_order_calls = first_order_calls(
+            self.sparse_arch,
+            {feature.name: feature.table + FIRST_ORDER_SUFFIX for feature in config.features},
         )
         self.dense_weight = nnx.Param(_uniform(rngs.params(), (dense,), 1 / np.sqrt(max(dense, 1))))
         self.bias = nnx.Param(jnp.zeros((), jnp.float32))
@@ -275,8 +299,10 @@ class DeepFM(nnx.Module):
 
     def first_order(self, batch: Features) -> jax.Array:
         """[B]: b + sum_j w_j x_j + sum_k (sum of the first-order weights of feature k's ids)."""
-        pooled = self.first_order_arch(batch)  # {feature: [B, 1]}
-        sparse = sum(pooled[feature.name][:, 0] for feature in self.config.features)
+        sparse = sum(
+            self.sparse_arch.pool_call(call, batch).sum(axis=(1, 2))  # [B, T, 1] -> [B]
+            for call in self.first_order_calls
+        )
         return self.bias[...] + batch.dense @ self.dense_weight[...] + sparse
 
     def fields(self, dense: jax.Array, embedded: jax.Array) -> jax.Array:

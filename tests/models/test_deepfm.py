@@ -36,7 +36,7 @@ def numpy_deepfm(model, batch):
     config = model.config
     dense = np.asarray(batch.dense, np.float64)
     embeddings = numpy_tables(model.sparse_arch)
-    first_order_weights = numpy_tables(model.first_order_arch)
+    first_order_weights = embeddings  # the first-order tables are in the same collection
     sparse_fields, first_order = [], np.zeros(dense.shape[0])
     for feature in config.features:
         ids = np.asarray(batch.ids_of(feature.name))  # [B, C], every bag full
@@ -167,9 +167,8 @@ def test_dense_into_the_deep_input_by_override():
 def test_full_preset_builds_shape_only():
     config = configs.get("deepfm")
     model = abstract_model(config)
-    (group,) = model.sparse_arch.tables.values()
-    (first_order,) = model.first_order_arch.tables.values()
-    assert group.shape == (33_762_577, 16) and first_order.shape == (33_762_577, 1)
+    groups = {name: table.shape for name, table in model.sparse_arch.tables.items()}
+    assert groups == {"d16_float32": (33_762_577, 16), "d1_float32": (33_762_577, 1)}
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves)
 
