@@ -10,6 +10,7 @@ from flax import nnx
 
 import configs
 from configs.dcnv2 import CRITEO_1TB_VOCABULARY, MULTI_HOT_SIZES
+from recjax.bench import colocation
 from recjax.inputs.synthetic import synthetic_features
 from recjax.models.dcnv2 import DCNv2Config, multi_hot_bags
 from recjax.models.family import abstract_model
@@ -208,3 +209,16 @@ def test_latency_binary_refuses_the_full_preset_before_building():
     assert "Try a smaller preset: dcnv2, dcnv2-full-tiny." in result.stderr
     assert "sharded over several machines" in result.stderr
     assert "built the model" not in result.stdout
+
+
+def test_colocation_memory_check_names_the_smaller_presets_and_sharding():
+    config = configs.get("dcnv2-full")
+    with pytest.raises(InsufficientMemoryError) as error:
+        colocation.check_memory(
+            config, 2, 16, available_bytes=24 * GIB, smaller_presets=["dcnv2", "dcnv2-full-tiny"]
+        )
+    message = str(error.value)
+    assert "2 instances of dcnv2-full need about" in message
+    assert "only 24.0 GiB of memory is available" in message
+    assert "Not even one instance fits; try a smaller preset: dcnv2, dcnv2-full-tiny." in message
+    assert "sharded over several machines" in message
