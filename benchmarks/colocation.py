@@ -23,6 +23,7 @@ import sys
 
 from absl import app, flags
 
+import configs
 from benchmarks import flags as shared
 from recjax.bench import colocation
 from recjax.layers.embedding_bag import resolve_lowering
@@ -83,7 +84,12 @@ def main(argv: list[str]) -> None:
             f"{_CORES_PER_INSTANCE.value}."
         )
     try:
-        needed = colocation.check_memory(config, max(counts), _BATCH_SIZE.value)
+        needed = colocation.check_memory(
+            config,
+            max(counts),
+            _BATCH_SIZE.value,
+            smaller_presets=configs.smaller_presets(preset.name),
+        )
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")
     try:

@@ -14,7 +14,6 @@ import jax
 from absl import app, flags
 
 import configs
-from configs import standins
 from recjax.inputs.id_distributions import UNIFORM, IdDistribution, parse_id_spec
 from recjax.layers.embedding_bag import AUTO, LOWERINGS
 from recjax.models.family import ModelConfig
@@ -94,7 +93,7 @@ def model_config() -> ModelConfig:
     Raises app.UsageError naming the bad value and what is accepted.
     """
     try:
-        config = standins.get(MODEL.value)  # a stand-in only where no preset has its name
+        config = configs.get(MODEL.value)
         config = apply_overrides(config, OVERRIDE.value)
         if EMBEDDING_LOWERING.value:
             config = dataclasses.replace(config, embedding_lowering=EMBEDDING_LOWERING.value)
@@ -138,12 +137,9 @@ def start_on_cpu() -> None:
 def check_memory_or_exit(
     config: ModelConfig, max_batch_size: int, extra_parameter_copies: int = 0
 ) -> int:
-    """The bytes the run needs; exits with the memory error (naming the -tiny preset) if short."""
-    smaller = [
-        name
-        for name in configs.names()
-        if name != config.name and configs.full_size_of(name) == configs.full_size_of(config.name)
-    ]
+    """The bytes the run needs; exits with the memory error if short, naming the smaller presets
+    to try (`configs.smaller_presets`: e.g. dcnv2 for dcnv2-full, and the -tiny variant)."""
+    smaller = configs.smaller_presets(config.name)
     try:
         return check_memory(
             config, max_batch_size, smaller, extra_parameter_copies=extra_parameter_copies

@@ -35,6 +35,7 @@ from recjax.runtime.memory import (
     InsufficientMemoryError,
     available_memory_bytes,
     estimated_peak_bytes,
+    sharding_note,
 )
 
 # Seconds an instance may take to build its model, compile and warm up (full presets: tens).
@@ -104,8 +105,11 @@ def check_memory(
     instances: int,
     batch_size: int,
     available_bytes: int | None = None,
+    smaller_presets: Sequence[str] = (),
 ) -> int:
-    """Bytes that `instances` copies need; raises InsufficientMemoryError naming a --rows_scale.
+    """Bytes that `instances` copies need; raises InsufficientMemoryError naming a --rows_scale
+    (and, where not even one instance fits, the `smaller_presets`, and sharding where its
+    parameters alone cannot fit).
 
     Each instance holds its own parameters: N times `recjax.runtime.memory.estimated_peak_bytes`.
     """
@@ -123,10 +127,15 @@ def check_memory(
         if fitting
         else " Even a hundredth of the rows does not fit; use fewer instances."
     )
+    if smaller_presets and estimated_peak_bytes(config, batch_size) > available:
+        suggestion += (
+            f" Not even one instance fits; try a smaller preset: {', '.join(smaller_presets)}."
+        )
     raise InsufficientMemoryError(
         f"{instances} instances of {config.name} need about {needed / GIB:.1f} GiB "
         f"({estimated_peak_bytes(config, batch_size) / GIB:.1f} GiB each), but only "
-        f"{available / GIB:.1f} GiB of memory is available.{suggestion}"
+        f"{available / GIB:.1f} GiB of memory is available."
+        f"{suggestion}{sharding_note(config, available)}"
     )
 
 

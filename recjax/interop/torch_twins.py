@@ -41,6 +41,8 @@ TWINS: dict[str, str] = {
     "ncf": "recjax.interop.torch_ncf",
     "wide_deep": "recjax.interop.torch_wide_deep",
     "multitask_wide_deep": "recjax.interop.torch_multitask_wide_deep",
+    "deepfm": "recjax.interop.torch_deepfm",
+    "dcnv2": "recjax.interop.torch_dcnv2",
 }
 
 

@@ -1,5 +1,8 @@
 """Recommendation model families, one module each, under one contract (`family.py`)."""
 
+from recjax.models.dcnv2 import DCNv2Config as DCNv2Config
+from recjax.models.deepfm import DeepFM as DeepFM
+from recjax.models.deepfm import DeepFMConfig as DeepFMConfig
 from recjax.models.dlrm import DLRM as DLRM
 from recjax.models.dlrm import DLRMConfig as DLRMConfig
 from recjax.models.family import ModelConfig as ModelConfig

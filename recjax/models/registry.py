@@ -1,5 +1,7 @@
 """The model families, by name: every config class that follows the family contract."""
 
+from recjax.models.dcnv2 import DCNv2Config
+from recjax.models.deepfm import DeepFMConfig
 from recjax.models.dlrm import DLRMConfig
 from recjax.models.family import ModelConfig
 from recjax.models.multitask_wide_deep import MultiTaskWideDeepConfig
@@ -11,6 +13,8 @@ FAMILIES: dict[str, type[ModelConfig]] = {
     "ncf": NCFConfig,
     "wide_deep": WideDeepConfig,
     "multitask_wide_deep": MultiTaskWideDeepConfig,
+    "deepfm": DeepFMConfig,
+    "dcnv2": DCNv2Config,
 }
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import standins
+import configs
 from recjax.inputs.features import FeatureConfig, TableConfig
 from recjax.parallel import planner, sharding
 from recjax.parallel.sharding import MeshShape, ShardingType
@@ -11,7 +11,7 @@ GIB = 2**30
 
 
 def test_dcnv2_full_over_8_hosts_fits_with_the_reserve():
-    config = standins.get("dcnv2-full")
+    config = configs.get("dcnv2-full")
     planned = planner.plan_tables(
         config.tables,
         config.features,
@@ -31,7 +31,7 @@ def test_dcnv2_full_over_8_hosts_fits_with_the_reserve():
 
 
 def test_too_little_memory_in_total_names_the_shortfall():
-    config = standins.get("dcnv2-full")
+    config = configs.get("dcnv2-full")
     with pytest.raises(planner.PlanError, match=r"short by 15\.76 GiB"):
         planner.plan_tables(
             config.tables,
