@@ -8,13 +8,13 @@ preset also has a `-tiny` variant made by one rule (`tiny`): the same architectu
 
 import dataclasses
 
-from configs import rmc1, rmc2, rmc3
+from configs import dien, din, rmc1, rmc2, rmc3
 from recjax.models.family import ModelConfig
 
 TINY_ROWS = 1_000
 TINY_SUFFIX = "-tiny"
 
-_FULL_PRESETS = {**rmc1.PRESETS, **rmc2.PRESETS, **rmc3.PRESETS}
+_FULL_PRESETS = {**rmc1.PRESETS, **rmc2.PRESETS, **rmc3.PRESETS, **din.PRESETS, **dien.PRESETS}
 
 
 def tiny(config: ModelConfig) -> ModelConfig:

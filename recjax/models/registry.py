@@ -1,10 +1,14 @@
 """The model families, by name: every config class that follows the family contract."""
 
+from recjax.models.dien import DIENConfig
+from recjax.models.din import DINConfig
 from recjax.models.dlrm import DLRMConfig
 from recjax.models.family import ModelConfig
 
 FAMILIES: dict[str, type[ModelConfig]] = {
     "dlrm": DLRMConfig,
+    "din": DINConfig,
+    "dien": DIENConfig,
 }
 
 
