@@ -213,11 +213,11 @@ class DIEN(nnx.Module):
             dice_affine=config.dice_affine,
             rngs=rngs,
         )
-        self.auxiliary_net = None
-        if config.auxiliary_loss == "mlp":
-            self.auxiliary_net = FeedForward(
-                hidden + width, (*config.auxiliary_mlp, 1), activation="sigmoid", rngs=rngs
-            )
+        self.auxiliary_net = nnx.data(
+            FeedForward(hidden + width, (*config.auxiliary_mlp, 1), activation="sigmoid", rngs=rngs)
+            if config.auxiliary_loss == "mlp"
+            else None
+        )
 
     # --- inference ----------------------------------------------------------------------------
 
