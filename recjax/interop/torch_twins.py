@@ -38,6 +38,8 @@ INSTALL_HINT = "pip install -e '.[torch]' (torch 2.13.0, CPU)"
 # `TorchPredictor(model)`.
 TWINS: dict[str, str] = {
     "dlrm": "recjax.interop.torch_dlrm",
+    "din": "recjax.interop.torch_din",
+    "dien": "recjax.interop.torch_dien",
 }
 
 

@@ -1,5 +1,9 @@
 """Recommendation model families, one module each, under one contract (`family.py`)."""
 
+from recjax.models.dien import DIEN as DIEN
+from recjax.models.dien import DIENConfig as DIENConfig
+from recjax.models.din import DIN as DIN
+from recjax.models.din import DINConfig as DINConfig
 from recjax.models.dlrm import DLRM as DLRM
 from recjax.models.dlrm import DLRMConfig as DLRMConfig
 from recjax.models.family import ModelConfig as ModelConfig

@@ -39,7 +39,7 @@ class ToyModel:
 
 
 def test_every_twin_belongs_to_a_registered_family():
-    assert torch_twins.TWINS == {"dlrm": "recjax.interop.torch_dlrm"}
+    assert torch_twins.TWINS["dlrm"] == "recjax.interop.torch_dlrm"
     assert set(torch_twins.TWINS) <= set(registry.FAMILIES)
 
 
@@ -58,7 +58,7 @@ def test_the_dlrm_twin_is_found_and_runs_the_model():
 
 
 def test_an_unregistered_family_class_is_refused_with_the_registered_ones():
-    message = r"ToyConfig is not a registered model family; registered: \['dlrm'\]"
+    message = r"ToyConfig is not a registered model family; registered: \[.*'dlrm'.*\]"
     with pytest.raises(ValueError, match=message):
         torch_twins.has_torch_twin(TOY)
     with pytest.raises(ValueError, match=message):
@@ -70,7 +70,7 @@ def test_a_family_without_a_twin_is_refused_with_the_families_that_have_one(monk
     assert torch_twins.has_torch_twin(TOY) is False
     with pytest.raises(
         ValueError,
-        match=r"toy: the model family 'toy' has no PyTorch twin; families with one: \['dlrm'\]",
+        match=r"toy: the model family 'toy' has no PyTorch twin; families with one: \[.*'dlrm'",
     ):
         torch_twins.torch_predictor(ToyModel(TOY))
 
