@@ -67,10 +67,10 @@ def synthetic_features(
     Dense features are uniform in [0, 1); ids uniform over each feature's table; a fixed-length
     feature fills its capacity, any other draws its length from its `length_distribution`
     (uniformly from [1, C], or `lognormal_lengths`) or copies that of its `lengths_from`, and
-    holds id 0 past it; weights (of weighted features) are uniform in [0, 1); labels, if asked for, are fair
-    coin flips per head. Generated with NumPy's PCG64 in a few vectorized calls (batch 1024 of rmc2,
-    3.9 M ids, in tens of milliseconds); the same (config, batch_size, seed) always gives the same
-    batch.
+    holds id 0 past it; weights (of weighted features) are uniform in [0, 1); labels, if asked
+    for, are fair coin flips per head. Generated with NumPy's PCG64 in a few vectorized calls
+    (batch 1024 of rmc2, 3.9 M ids, in tens of milliseconds); the same (config, batch_size, seed)
+    always gives the same batch.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}.")

@@ -61,7 +61,6 @@ Path = tuple
 Transform = Callable[[Callable[[str], np.ndarray]], np.ndarray]
 
 
-
 class StateDictMismatchError(ValueError):
     """A state dict does not fit the config: a missing or unexpected key, a wrong shape, or a
     trained Dice scale for a config without one."""
@@ -193,7 +192,9 @@ def _mlp(plan: _Plan, config, first_layer: Callable[[np.ndarray], np.ndarray], l
             f"mlp={config.mlp}."
         )
     widths = (config.mlp_in_features, *config.mlp)
-    plan.feed_forward("dnn", ("over_arch",), widths, config.mlp_activation, (linear_key, "out.bias"))
+    plan.feed_forward(
+        "dnn", ("over_arch",), widths, config.mlp_activation, (linear_key, "out.bias")
+    )
     plan.values[("over_arch", "layers", 0, "kernel")] = lambda get: first_layer(
         get("dnn.linears.0.weight").T
     )

@@ -119,7 +119,9 @@ def export_feed_forward(module: FeedForward, prefix: str, name: str) -> dict[str
     """A recjax `FeedForward` under the keys of `mlp(...)`'s nn.Sequential (kernel = W^T)."""
     state = {}
     for index, layer in enumerate(module.layers):
-        state[f"{prefix}.{2 * index}.weight"] = np.ascontiguousarray(np.asarray(layer.kernel[...]).T)
+        state[f"{prefix}.{2 * index}.weight"] = np.ascontiguousarray(
+            np.asarray(layer.kernel[...]).T
+        )
         state[f"{prefix}.{2 * index}.bias"] = np.array(layer.bias[...])
     for index, act in enumerate(module.activations):
         key = f"{prefix}.{2 * index + 1}"

@@ -80,7 +80,9 @@ class BehaviourSequenceConfig(ModelConfig):
             )
         check_activation(self.name, "mlp_activation", self.mlp_activation)
         if self.dice_epsilon <= 0:
-            raise ValueError(f"{self.name}: dice_epsilon must be positive; got {self.dice_epsilon}.")
+            raise ValueError(
+                f"{self.name}: dice_epsilon must be positive; got {self.dice_epsilon}."
+            )
 
     def _feature(self, name: str, role: str) -> FeatureConfig:
         for feature in self.features:
@@ -236,9 +238,7 @@ def embed(model, batch: Features) -> dict[str, jax.Array]:
     return {
         "pooled": jnp.concatenate([rows[f.name] for f in config.pooled_features], axis=-1),
         "candidate": jnp.concatenate([rows[name] for name in config.candidate_features], axis=-1),
-        "behaviours": jnp.concatenate(
-            [rows[name] for name in config.behaviour_features], axis=-1
-        ),
+        "behaviours": jnp.concatenate([rows[name] for name in config.behaviour_features], axis=-1),
         "lengths": batch.lengths_of(config.behaviour_features[0]),
         "dense": batch.dense,
     }

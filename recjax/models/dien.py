@@ -1,11 +1,11 @@
 """DIEN, the Deep Interest Evolution Network (Zhou et al., AAAI 2019).
 
-    behaviours e_1..e_S [B, S, E] ─► interest extractor: GRU, masked by length ─► h_1..h_S [B, S, H]
-                                                         │                        (aux. loss: training)
+    behaviours e_1..e_S [B, S, E] ─► interest extractor: masked GRU ─► h_1..h_S [B, S, H]
+                                                                        (auxiliary loss: training)
     candidate c [B, E] ─► attention a_t = softmax over valid t of h_t W c ─► [B, S]
-                                                         │
+
     h_1..h_S, a_1..a_S ─► interest evolution: AUGRU, u'_t = a_t u_t ─► h'_(length-1) [B, H]
-                                                         │            (zeros when empty)
+                                                                        (zeros when empty)
     [pooled embeddings, h', dense] ─► MLP 200-80-1, Dice ─► logit [B]
 
 The auxiliary loss (eq. 7) supervises each h_t with the next behaviour e_(t+1) against a negative
@@ -87,7 +87,9 @@ class DIENConfig(BehaviourSequenceConfig):
             ("auxiliary_loss", self.auxiliary_loss, AUXILIARY_LOSSES),
         ):
             if value not in accepted:
-                raise ValueError(f"{self.name}: unknown {field} {value!r}; expected one of {accepted}.")
+                raise ValueError(
+                    f"{self.name}: unknown {field} {value!r}; expected one of {accepted}."
+                )
         check_activation(self.name, "attention_activation", self.attention_activation)
         for field, widths in (
             ("attention_mlp", self.attention_mlp),
@@ -360,4 +362,3 @@ def sample_negatives(config: DIENConfig, batch: Features, seed: int) -> dict[str
         valid = np.arange(clicked.shape[1])[None, :] < lengths[:, None]
         negatives[name] = np.where(valid, drawn, 0).astype(np.int32)
     return negatives
-

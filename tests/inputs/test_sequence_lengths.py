@@ -22,11 +22,19 @@ INPUTS = Inputs(
     features=(
         FeatureConfig("candidate", "items", 1),
         FeatureConfig(
-            "clicked", "items", 100, pooling="none", fixed_length=False,
+            "clicked",
+            "items",
+            100,
+            pooling="none",
+            fixed_length=False,
             length_distribution="lognormal",
         ),
         FeatureConfig(
-            "clicked_category", "categories", 100, pooling="none", fixed_length=False,
+            "clicked_category",
+            "categories",
+            100,
+            pooling="none",
+            fixed_length=False,
             lengths_from="clicked",
         ),
         FeatureConfig("recent", "items", 8, pooling="none", fixed_length=False),
@@ -102,6 +110,16 @@ def test_length_fields_are_checked(fields, message):
 def test_a_lender_must_be_an_earlier_ragged_feature_of_the_same_capacity(lender):
     borrower = FeatureConfig("second", "items", 8, fixed_length=False, lengths_from="first")
     with pytest.raises(ValueError, match=r"takes its lengths from 'first', which must be"):
-        Inputs(name="x", tables=(TableConfig("items", 5, 2),), features=(lender, borrower), dense_features=0)
+        Inputs(
+            name="x",
+            tables=(TableConfig("items", 5, 2),),
+            features=(lender, borrower),
+            dense_features=0,
+        )
     with pytest.raises(ValueError, match=r"earlier features: \[\]"):
-        Inputs(name="x", tables=(TableConfig("items", 5, 2),), features=(borrower, lender), dense_features=0)
+        Inputs(
+            name="x",
+            tables=(TableConfig("items", 5, 2),),
+            features=(borrower, lender),
+            dense_features=0,
+        )

@@ -15,7 +15,6 @@ import types
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from recjax.inputs.features import FeatureConfig, TableConfig
 from recjax.interop.deepctr import (
@@ -105,7 +104,9 @@ def deepctr_activation(name, x, state, key):
 def deepctr_dnn(x, state, prefix, count, activation):
     for index in range(count):
         w, b = state[f"{prefix}.linears.{index}.weight"], state[f"{prefix}.linears.{index}.bias"]
-        x = deepctr_activation(activation, x @ w.T + b, state, f"{prefix}.activation_layers.{index}")
+        x = deepctr_activation(
+            activation, x @ w.T + b, state, f"{prefix}.activation_layers.{index}"
+        )
     return x
 
 
@@ -113,9 +114,15 @@ def deepctr_local_activation(query, keys, state, prefix, activation, layers):
     scores = []
     for k in keys:
         hidden = deepctr_dnn(
-            np.concatenate([query, k, query - k, query * k]), state, f"{prefix}.dnn", layers, activation
+            np.concatenate([query, k, query - k, query * k]),
+            state,
+            f"{prefix}.dnn",
+            layers,
+            activation,
         )
-        scores.append(hidden @ state[f"{prefix}.dense.weight"][0] + state[f"{prefix}.dense.bias"][0])
+        scores.append(
+            hidden @ state[f"{prefix}.dense.weight"][0] + state[f"{prefix}.dense.bias"][0]
+        )
     return np.asarray(scores)
 
 
@@ -232,7 +239,9 @@ def test_mismatches_are_named():
     with pytest.raises(StateDictMismatchError, match=r"lacks 1 key.*'dnn_linear.weight'"):
         import_din_state_dict(DIN_CONFIG, missing)
     wrong = dict(state, **{"dnn.linears.1.weight": np.zeros((10, 13), np.float32)})
-    with pytest.raises(StateDictMismatchError, match=r"'dnn.linears.1.weight' has shape \[10, 13\]"):
+    with pytest.raises(
+        StateDictMismatchError, match=r"'dnn.linears.1.weight' has shape \[10, 13\]"
+    ):
         import_din_state_dict(DIN_CONFIG, wrong)
     plain = dataclasses.replace(DIN_CONFIG, dice_affine=False)
     with pytest.raises(StateDictMismatchError, match=r"trained scale or shift.*dice_affine=True"):
@@ -375,6 +384,4 @@ def test_the_real_deepctr_dien_gives_recjaxs_outputs_and_auxiliary_loss(monkeypa
     # sums over pairs and divides by the batch size (the paper's normalization).
     pairs = sum(max(n - 1, 0) for n in lengths)
     recjax_aux = float(model.auxiliary_loss(batch, negatives))
-    np.testing.assert_allclose(
-        recjax_aux, float(deepctr_aux) * 2 * pairs / len(lengths), rtol=1e-5
-    )
+    np.testing.assert_allclose(recjax_aux, float(deepctr_aux) * 2 * pairs / len(lengths), rtol=1e-5)

@@ -67,7 +67,10 @@ def test_prelu_and_the_named_activations():
     x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
     prelu = PReLU(4, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(prelu(x), np.where(x > 0, x, 0.25 * x))
-    np.testing.assert_allclose(make_activation("relu", 4, dice_epsilon=1e-8, dice_affine=False, rngs=nnx.Rngs(0))(x), np.maximum(x, 0))
+    np.testing.assert_allclose(
+        make_activation("relu", 4, dice_epsilon=1e-8, dice_affine=False, rngs=nnx.Rngs(0))(x),
+        np.maximum(x, 0),
+    )
     np.testing.assert_allclose(
         make_activation("sigmoid", 4, dice_epsilon=1e-8, dice_affine=False, rngs=nnx.Rngs(0))(x),
         1 / (1 + np.exp(-x)),

@@ -28,7 +28,9 @@ def test_the_factored_activation_unit_equals_the_mlp_over_the_concatenation(acti
     p = reference.parameters(unit)
     expected = np.stack(
         [
-            reference.activation_unit_scores(p, ("mlp",), behaviours[b], candidate[b], activation, 1e-8)
+            reference.activation_unit_scores(
+                p, ("mlp",), behaviours[b], candidate[b], activation, 1e-8
+            )
             for b in range(3)
         ]
     )

@@ -71,8 +71,12 @@ def test_the_gru_equals_torch_nn_gru_with_the_update_rows_negated():
     torch_gru = torch.nn.GRU(6, 4, batch_first=True)
     flip = np.concatenate([np.ones(4), -np.ones(4), np.ones(4)]).astype(np.float32)  # u = 1 - z
     with torch.no_grad():
-        torch_gru.weight_ih_l0.copy_(torch.from_numpy(np.asarray(gru.input_kernel[...]).T * flip[:, None]))
-        torch_gru.weight_hh_l0.copy_(torch.from_numpy(np.asarray(gru.hidden_kernel[...]).T * flip[:, None]))
+        torch_gru.weight_ih_l0.copy_(
+            torch.from_numpy(np.asarray(gru.input_kernel[...]).T * flip[:, None])
+        )
+        torch_gru.weight_hh_l0.copy_(
+            torch.from_numpy(np.asarray(gru.hidden_kernel[...]).T * flip[:, None])
+        )
         torch_gru.bias_ih_l0.copy_(torch.from_numpy(np.asarray(gru.input_bias[...]) * flip))
         torch_gru.bias_hh_l0.copy_(torch.from_numpy(np.asarray(gru.hidden_bias[...]) * flip))
         nonempty = LENGTHS > 0

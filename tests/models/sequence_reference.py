@@ -73,7 +73,9 @@ def activate(name, x, p, prefix, epsilon):
 
 def feed_forward(x, p, prefix, activation, epsilon):
     """Linear layers with `activation` between them (none after the last)."""
-    count = len({path[len(prefix) + 1] for path in p if path[: len(prefix) + 1] == (*prefix, "layers")})
+    count = len(
+        {path[len(prefix) + 1] for path in p if path[: len(prefix) + 1] == (*prefix, "layers")}
+    )
     for index in range(count):
         x = x @ p[(*prefix, "layers", index, "kernel")] + p[(*prefix, "layers", index, "bias")]
         if index < count - 1:
@@ -118,7 +120,9 @@ def embeddings(model, batch):
 def over_arch(model, pooled, interest, dense):
     config = model.config
     x = np.concatenate([pooled, interest, np.asarray(dense, np.float64)])
-    return feed_forward(x, parameters(model), ("over_arch",), config.mlp_activation, config.dice_epsilon)[0]
+    return feed_forward(
+        x, parameters(model), ("over_arch",), config.mlp_activation, config.dice_epsilon
+    )[0]
 
 
 # --- attention ------------------------------------------------------------------------------------

@@ -110,7 +110,9 @@ def test_dice_uses_constant_statistics_in_inference_and_batch_statistics_in_trai
     assert moved and all(path[-1] in ("mean", "var") for path in moved)
     assert not np.allclose(trained, first)
     model.eval()
-    np.testing.assert_allclose(model(batch)["click"], reference.din_logits(model, batch), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model(batch)["click"], reference.din_logits(model, batch), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_sequence_length_sets_the_behaviour_capacity():
