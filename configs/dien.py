@@ -10,7 +10,7 @@ only (see docs/design/din-dien.md).
 Benchmark:
     python -m benchmarks.latency --model=dien --modes=jit,eager,torch
     python -m benchmarks.breakdown --model=dien
-    python -m benchmarks.latency --model=dien-tiny --override=scan_unroll=4
+    python -m benchmarks.latency --model=dien --override=recurrence_loop=scan
 """
 
 from configs.din import SIZES

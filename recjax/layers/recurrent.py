@@ -19,9 +19,14 @@ gate by the attention score a_t of the step: u'_t = a_t * u_t, h_t = (1 - u'_t) 
 Masking: a sample's steps at or past its length leave the state unchanged, so the final state is
 the one at position length - 1 (zeros, the initial state, for an empty sequence), and the
 outputs there are zeros. The input projections of all steps are one matrix multiply before the
-recurrence; the recurrence itself is a `lax.scan` over the S steps (under `jax.disable_jit`, a
-Python loop, op by op), the same program for every length: shorter sequences are masked, never
-recompiled.
+recurrence. The recurrence is one program for every length (shorter sequences are masked, never
+recompiled), in one of two loops (`LOOPS`, see `masked_recurrence`):
+
+    "longest"  a `lax.while_loop` that stops after the batch's longest sequence: max(lengths)
+               steps, a run-time trip count (a batch of short histories takes few steps)
+    "scan"     a `lax.scan` over all S steps
+
+Under `jax.disable_jit` either runs as a Python loop, op by op.
 
 Parameters: input_kernel [E, 3H] and hidden_kernel [H, 3H], their columns the gates r | u | h~,
 and biases input_bias, hidden_bias [3H]; all uniform in +-1/sqrt(H), as PyTorch initializes a GRU.
@@ -64,6 +69,69 @@ def gru_step(
     return (1.0 - update) * state + update * candidate
 
 
+LOOPS = ("longest", "scan")
+
+
+def masked_recurrence(
+    step,
+    inputs,
+    valid: jax.Array,
+    initial: jax.Array,
+    *,
+    loop: str,
+    unroll: int,
+    keep_outputs: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Runs `state = step(state, inputs[t])` over time, where `valid[t]`, else keeps the state.
+
+    Args:
+      step: (state [B, H], the inputs of one step) -> the new state [B, H].
+      inputs: a pytree of time-major arrays [S, B, ...].
+      valid: [S, B, 1] bool, position t of sample b is within its length.
+      initial: [B, H], the state before the first step.
+      loop: "longest" (stop after the last step any sample needs) or "scan" (all S steps).
+      unroll: steps per loop iteration.
+      keep_outputs: also return each step's state, zeros where not valid.
+
+    Returns (the final state [B, H], the outputs [S, B, H] or None).
+    """
+    if loop == "scan":
+
+        def advance(state, step_inputs):
+            xs, is_valid = step_inputs
+            new_state = step(state, xs)
+            output = jnp.where(is_valid, new_state, 0.0) if keep_outputs else None
+            return jnp.where(is_valid, new_state, state), output
+
+        return jax.lax.scan(advance, initial, (inputs, valid), unroll=unroll)
+    if loop != "longest":
+        raise ValueError(f"Unknown recurrence loop {loop!r}; expected one of {LOOPS}.")
+    steps = valid.shape[0]
+    last = jnp.max(jnp.sum(valid, axis=0, dtype=jnp.int32))  # the longest length of the batch
+    outputs = jnp.zeros((steps, *initial.shape), initial.dtype) if keep_outputs else None
+
+    def body(carry):
+        t, state, outputs = carry
+        for offset in range(unroll):  # positions past S (t + offset >= S) are masked out
+            index = jnp.minimum(t + offset, steps - 1)
+            xs = jax.tree.map(
+                lambda a, i=index: jax.lax.dynamic_index_in_dim(a, i, 0, False), inputs
+            )
+            is_valid = jax.lax.dynamic_index_in_dim(valid, index, 0, False) & (t + offset < steps)
+            new_state = step(state, xs)
+            if keep_outputs:
+                current = jax.lax.dynamic_index_in_dim(outputs, index, 0, False)
+                output = jnp.where(is_valid, new_state, current)
+                outputs = jax.lax.dynamic_update_index_in_dim(outputs, output, index, 0)
+            state = jnp.where(is_valid, new_state, state)
+        return t + unroll, state, outputs
+
+    _, final, outputs = jax.lax.while_loop(
+        lambda carry: carry[0] < last, body, (jnp.int32(0), initial, outputs)
+    )
+    return final, outputs
+
+
 def valid_positions(lengths: jax.Array, sequence_length: int) -> jax.Array:
     """[B, S] bool: position s of sample b is within its length."""
     return jnp.arange(sequence_length, dtype=jnp.int32)[None, :] < lengths[:, None]
@@ -83,14 +151,23 @@ class GRU(nnx.Module):
         ((4, 100, 64), (4, 64))
     """
 
-    def __init__(self, in_features: int, hidden: int, *, unroll: int = 1, rngs: nnx.Rngs):
-        if in_features <= 0 or hidden <= 0 or unroll <= 0:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        *,
+        loop: str = "longest",
+        unroll: int = 1,
+        rngs: nnx.Rngs,
+    ):
+        if in_features <= 0 or hidden <= 0 or unroll <= 0 or loop not in LOOPS:
             raise ValueError(
-                f"{type(self).__name__} needs positive in_features, hidden and unroll; got "
-                f"{in_features}, {hidden}, {unroll}."
+                f"{type(self).__name__} needs positive in_features, hidden and unroll and a loop "
+                f"in {LOOPS}; got {in_features}, {hidden}, {unroll}, {loop!r}."
             )
         bound = 1.0 / hidden**0.5
         self.hidden = hidden
+        self.loop = loop
         self.unroll = unroll
         self.input_kernel = nnx.Param(_uniform(rngs.params(), (in_features, 3 * hidden), bound))
         self.hidden_kernel = nnx.Param(_uniform(rngs.params(), (hidden, 3 * hidden), bound))
@@ -98,23 +175,27 @@ class GRU(nnx.Module):
         self.hidden_bias = nnx.Param(_uniform(rngs.params(), (3 * hidden,), bound))
 
     def project_inputs(self, inputs: jax.Array) -> jax.Array:
-        """[B, S, E] -> [S, B, 3H]: W i_t + b of every step at once, time-major for the scan."""
+        """[B, S, E] -> [S, B, 3H]: W i_t + b of every step at once, time-major for the loop."""
         projected = inputs @ self.input_kernel[...] + self.input_bias[...]
         return jnp.swapaxes(projected, 0, 1)
 
-    def __call__(self, inputs: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, inputs: jax.Array, lengths: jax.Array, *, loop: str | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """`loop` overrides the module's (training differentiates, and only "scan" has a
+        reverse-mode derivative: a while loop's trip count is not known when tracing)."""
         batch, sequence_length, _ = inputs.shape
         valid = valid_positions(lengths, sequence_length).T[:, :, None]  # [S, B, 1]
         hidden_kernel, hidden_bias = self.hidden_kernel[...], self.hidden_bias[...]
 
-        def advance(state, step_inputs):
-            projected, is_valid = step_inputs
-            new_state = gru_step(state, projected, hidden_kernel, hidden_bias)
-            return jnp.where(is_valid, new_state, state), jnp.where(is_valid, new_state, 0.0)
-
-        initial = jnp.zeros((batch, self.hidden), inputs.dtype)
-        final, outputs = jax.lax.scan(
-            advance, initial, (self.project_inputs(inputs), valid), unroll=self.unroll
+        final, outputs = masked_recurrence(
+            lambda state, projected: gru_step(state, projected, hidden_kernel, hidden_bias),
+            self.project_inputs(inputs),
+            valid,
+            jnp.zeros((batch, self.hidden), inputs.dtype),
+            loop=loop or self.loop,
+            unroll=self.unroll,
+            keep_outputs=True,
         )
         return jnp.swapaxes(outputs, 0, 1), final
 
@@ -128,29 +209,26 @@ class AUGRU(GRU):
 
     Example:
         >>> augru = AUGRU(64, 64, rngs=nnx.Rngs(0))
-        >>> augru(jnp.ones((4, 100, 64)), jnp.full((4, 100), 0.01), jnp.asarray([0, 1, 50, 100]))
-        ... .shape
+        >>> scores = jnp.full((4, 100), 0.01)
+        >>> augru(jnp.ones((4, 100, 64)), scores, jnp.asarray([0, 1, 50, 100])).shape
         (4, 64)
     """
 
     def __call__(  # type: ignore[override]
-        self, inputs: jax.Array, scores: jax.Array, lengths: jax.Array
+        self, inputs: jax.Array, scores: jax.Array, lengths: jax.Array, *, loop: str | None = None
     ) -> jax.Array:
         batch, sequence_length, _ = inputs.shape
         valid = valid_positions(lengths, sequence_length).T[:, :, None]  # [S, B, 1]
         hidden_kernel, hidden_bias = self.hidden_kernel[...], self.hidden_bias[...]
 
-        def advance(state, step_inputs):
-            projected, score, is_valid = step_inputs
-            new_state = gru_step(state, projected, hidden_kernel, hidden_bias, score)
-            return jnp.where(is_valid, new_state, state), None
-
-        initial = jnp.zeros((batch, self.hidden), inputs.dtype)
-        final, _ = jax.lax.scan(
-            advance,
-            initial,
-            (self.project_inputs(inputs), scores.T, valid),
+        final, _ = masked_recurrence(
+            lambda state, xs: gru_step(state, xs[0], hidden_kernel, hidden_bias, score=xs[1]),
+            (self.project_inputs(inputs), scores.T),
+            valid,
+            jnp.zeros((batch, self.hidden), inputs.dtype),
+            loop=loop or self.loop,
             unroll=self.unroll,
+            keep_outputs=False,
         )
         return final
 

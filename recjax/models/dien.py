@@ -37,7 +37,7 @@ from recjax.layers.attention import (
 )
 from recjax.layers.embedding_bag import lookup_sequence
 from recjax.layers.embedding_collection import EmbeddingCollection
-from recjax.layers.recurrent import AUGRU, GRU, gru_flops, valid_positions
+from recjax.layers.recurrent import AUGRU, GRU, LOOPS, gru_flops, valid_positions
 from recjax.models import behaviour_sequence
 from recjax.models.behaviour_sequence import BehaviourSequenceConfig
 from recjax.models.family import Stage
@@ -62,8 +62,10 @@ class DIENConfig(BehaviourSequenceConfig):
         sigmoid of a sigmoid-activated MLP over [h_t, e] (deepctr-torch's).
       auxiliary_mlp: hidden widths of the "mlp" auxiliary network (the output layer is added).
       auxiliary_loss_weight: alpha in L = L_target + alpha L_aux.
-      scan_unroll: steps per iteration of the recurrences' `lax.scan` (1: a loop of S
-        iterations); a compile-time choice that changes no result.
+      recurrence_loop: how the GRU and AUGRU loop over time (`recjax.layers.recurrent`):
+        "longest", a while loop that stops after the batch's longest sequence, or "scan", all S
+        steps; both are one program for every length, and give the same results.
+      recurrence_unroll: steps per loop iteration (a compile-time choice; same results).
     """
 
     gru_hidden: int = 64
@@ -73,18 +75,20 @@ class DIENConfig(BehaviourSequenceConfig):
     auxiliary_loss: str = "inner_product"
     auxiliary_mlp: tuple[int, ...] = (100, 50)
     auxiliary_loss_weight: float = 1.0
-    scan_unroll: int = 1
+    recurrence_loop: str = "longest"
+    recurrence_unroll: int = 1
 
     def __post_init__(self):
         super().__post_init__()
-        if self.gru_hidden <= 0 or self.scan_unroll <= 0:
+        if self.gru_hidden <= 0 or self.recurrence_unroll <= 0:
             raise ValueError(
-                f"{self.name}: gru_hidden and scan_unroll must be positive; got gru_hidden="
-                f"{self.gru_hidden}, scan_unroll={self.scan_unroll}."
+                f"{self.name}: gru_hidden and recurrence_unroll must be positive; got gru_hidden="
+                f"{self.gru_hidden}, recurrence_unroll={self.recurrence_unroll}."
             )
         for field, value, accepted in (
             ("attention", self.attention, ATTENTIONS),
             ("auxiliary_loss", self.auxiliary_loss, AUXILIARY_LOSSES),
+            ("recurrence_loop", self.recurrence_loop, LOOPS),
         ):
             if value not in accepted:
                 raise ValueError(
@@ -117,7 +121,8 @@ class DIENConfig(BehaviourSequenceConfig):
         return DIEN(self, rngs=rngs)
 
     def dense_flops_per_sample(self) -> int:
-        """GRU and AUGRU at every one of the S steps, attention, MLP (no auxiliary loss)."""
+        """GRU and AUGRU at every one of the S steps (full-length sequences), attention, MLP (no
+        auxiliary loss)."""
         steps = self.sequence_length
         if self.attention == "bilinear":
             attention = BilinearAttention.flops(self.gru_hidden, self.item_width, steps)
@@ -194,7 +199,8 @@ class DIEN(nnx.Module):
         self.sparse_arch = EmbeddingCollection(
             config.tables, config.features, lowering=config.embedding_lowering, rngs=rngs
         )
-        self.interest_extractor = GRU(width, hidden, unroll=config.scan_unroll, rngs=rngs)
+        loop = {"loop": config.recurrence_loop, "unroll": config.recurrence_unroll}
+        self.interest_extractor = GRU(width, hidden, **loop, rngs=rngs)
         if config.attention == "bilinear":
             self.attention = BilinearAttention(hidden, width, rngs=rngs)
         else:
@@ -206,7 +212,7 @@ class DIEN(nnx.Module):
                 dice_affine=config.dice_affine,
                 rngs=rngs,
             )
-        self.interest_evolution = AUGRU(hidden, hidden, unroll=config.scan_unroll, rngs=rngs)
+        self.interest_evolution = AUGRU(hidden, hidden, **loop, rngs=rngs)
         self.over_arch = FeedForward(
             config.mlp_in_features,
             config.mlp,
@@ -226,9 +232,12 @@ class DIEN(nnx.Module):
     def embed(self, batch: Features) -> dict[str, jax.Array]:
         return behaviour_sequence.embed(self, batch)
 
-    def extract_interests(self, embedded: dict[str, jax.Array]) -> jax.Array:
-        """[B, S, H]: the GRU's state after each behaviour, zeros past the length."""
-        interests, _ = self.interest_extractor(embedded["behaviours"], embedded["lengths"])
+    def extract_interests(self, embedded: dict[str, jax.Array], loop: str | None = None):
+        """[B, S, H]: the GRU's state after each behaviour, zeros past the length (`loop`
+        overrides the config's recurrence_loop)."""
+        interests, _ = self.interest_extractor(
+            embedded["behaviours"], embedded["lengths"], loop=loop
+        )
         return interests
 
     def attention_scores(self, embedded: dict[str, jax.Array], interests: jax.Array) -> jax.Array:
@@ -242,18 +251,25 @@ class DIEN(nnx.Module):
         return masked_softmax(scores, valid)
 
     def evolve(
-        self, embedded: dict[str, jax.Array], interests: jax.Array, scores: jax.Array
+        self,
+        embedded: dict[str, jax.Array],
+        interests: jax.Array,
+        scores: jax.Array,
+        loop: str | None = None,
     ) -> jax.Array:
         """[B, H]: the AUGRU's state at position length - 1 (zeros for an empty sequence)."""
-        return self.interest_evolution(interests, scores, embedded["lengths"])
+        return self.interest_evolution(interests, scores, embedded["lengths"], loop=loop)
 
     def logits(self, embedded: dict[str, jax.Array], final: jax.Array) -> dict[str, jax.Array]:
         return behaviour_sequence.mlp_logits(self, embedded, final)
 
-    def _forward(self, batch: Features) -> tuple[dict[str, jax.Array], dict, jax.Array]:
+    def _forward(
+        self, batch: Features, loop: str | None = None
+    ) -> tuple[dict[str, jax.Array], dict, jax.Array]:
         embedded = self.embed(batch)
-        interests = self.extract_interests(embedded)
-        final = self.evolve(embedded, interests, self.attention_scores(embedded, interests))
+        interests = self.extract_interests(embedded, loop)
+        scores = self.attention_scores(embedded, interests)
+        final = self.evolve(embedded, interests, scores, loop)
         return self.logits(embedded, final), embedded, interests
 
     def __call__(self, batch: Features) -> dict[str, jax.Array]:
@@ -302,12 +318,13 @@ class DIEN(nnx.Module):
           negatives: {behaviour feature: [B, S] ids}, ê_(t) at position t (see
             `sample_negatives`); positions past the length are ignored.
           embedded, interests: the outputs of `embed` and `extract_interests` for this batch,
-            when the caller has them (`training_loss`).
+            when the caller has them (`training_loss`). Computed here, the interests come from a
+            `lax.scan` (differentiable).
         """
         if embedded is None:
             embedded = self.embed(batch)
         if interests is None:
-            interests = self.extract_interests(embedded)
+            interests = self.extract_interests(embedded, loop="scan")
         lengths = embedded["lengths"]
         clicked = embedded["behaviours"][:, 1:]
         unclicked = self.negative_behaviours(negatives, lengths)[:, 1:]
@@ -324,11 +341,13 @@ class DIEN(nnx.Module):
         from `batch.labels["click"]`) plus the weighted auxiliary loss.
 
         Returns (L, {"target": L_target, "auxiliary": L_aux}). Call `model.train()` first to use
-        batch statistics in Dice (and update their moving averages).
+        batch statistics in Dice (and update their moving averages). The recurrences run as
+        `lax.scan`s here, whatever the config's recurrence_loop: only a scan has a reverse-mode
+        derivative.
         """
         if batch.labels is None or "click" not in batch.labels:
             raise ValueError(f"{self.config.name}: training needs batch.labels['click'].")
-        logits, embedded, interests = self._forward(batch)
+        logits, embedded, interests = self._forward(batch, loop="scan")
         labels = jnp.asarray(batch.labels["click"], jnp.float32)
         target = -jnp.mean(
             labels * jax.nn.log_sigmoid(logits["click"])

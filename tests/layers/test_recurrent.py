@@ -35,8 +35,9 @@ def test_one_gru_step_and_one_augru_step_match_the_equations():
     np.testing.assert_allclose(frozen, state)
 
 
-def test_the_masked_gru_matches_the_reference_over_each_valid_prefix():
-    gru = GRU(6, 4, rngs=nnx.Rngs(1))
+@pytest.mark.parametrize(("loop", "unroll"), [("longest", 1), ("longest", 3), ("scan", 1)])
+def test_the_masked_gru_matches_the_reference_over_each_valid_prefix(loop, unroll):
+    gru = GRU(6, 4, loop=loop, unroll=unroll, rngs=nnx.Rngs(1))
     p = reference.parameters(gru)
     x = inputs(3)
     outputs, final = jax.jit(lambda g, x, n: g(x, n))(gru, x, LENGTHS)
@@ -49,9 +50,9 @@ def test_the_masked_gru_matches_the_reference_over_each_valid_prefix():
         np.testing.assert_allclose(final[b], expected_final, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("unroll", [1, 3])
-def test_the_augru_matches_the_reference_and_ignores_padding(unroll):
-    augru = AUGRU(6, 4, unroll=unroll, rngs=nnx.Rngs(2))
+@pytest.mark.parametrize(("loop", "unroll"), [("longest", 1), ("longest", 3), ("scan", 2)])
+def test_the_augru_matches_the_reference_and_ignores_padding(loop, unroll):
+    augru = AUGRU(6, 4, loop=loop, unroll=unroll, rngs=nnx.Rngs(2))
     p = reference.parameters(augru)
     x, scores = inputs(4), np.random.default_rng(5).uniform(size=(5, 7)).astype(np.float32)
     final = np.asarray(jax.jit(lambda g, x, a, n: g(x, a, n))(augru, x, scores, LENGTHS))
@@ -91,3 +92,23 @@ def test_the_gru_equals_torch_nn_gru_with_the_update_rows_negated():
     outputs, final = gru(x, LENGTHS)
     np.testing.assert_allclose(np.asarray(outputs)[nonempty], out.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(final)[nonempty], last[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("unroll", [1, 4])
+def test_the_longest_loop_takes_as_many_steps_as_the_longest_sequence(unroll):
+    """The while loop's trip count is max(lengths), read at run time: one program for every
+    length. Counted here under disable_jit, where each step calls the cell once."""
+    gru = GRU(6, 4, unroll=unroll, rngs=nnx.Rngs(4))
+    x = inputs(7)
+    calls = []
+
+    def counting_step(*args, **kwargs):
+        calls.append(1)
+        return gru_step(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, jax.disable_jit():
+        patch.setattr("recjax.layers.recurrent.gru_step", counting_step)
+        for lengths, expected in (([0, 0, 0, 0, 0], 0), ([2, 0, 1, 2, 1], 2), (LENGTHS, 7)):
+            calls.clear()
+            gru(x, np.asarray(lengths))
+            assert len(calls) == -(-expected // unroll) * unroll  # whole iterations of `unroll`

@@ -29,9 +29,10 @@ def small_dien(**changes) -> DIENConfig:
         {"attention": "mlp", "attention_activation": "relu", "mlp_activation": "relu"},
         {"attention": "mlp", "attention_activation": "dice", "dice_affine": True},
         {"gru_hidden": 24, "auxiliary_loss": "mlp", "mlp_activation": "prelu", "dense_features": 2},
-        {"scan_unroll": 4},
+        {"recurrence_unroll": 4},
+        {"recurrence_loop": "scan", "recurrence_unroll": 2},
     ],
-    ids=["paper", "mlp-attention", "mlp-dice", "hidden-24", "unroll-4"],
+    ids=["paper", "mlp-attention", "mlp-dice", "hidden-24", "unroll-4", "scan"],
 )
 def test_dien_matches_the_numpy_reference(changes):
     config = small_dien(**changes)
@@ -169,7 +170,8 @@ def test_preset_cost_follows_from_the_config():
         ),
         ({"attention": "dot"}, r"unknown attention 'dot'; expected one of \('bilinear', 'mlp'\)"),
         ({"auxiliary_loss": "bpr"}, r"unknown auxiliary_loss 'bpr'"),
-        ({"scan_unroll": 0}, r"scan_unroll must be positive"),
+        ({"recurrence_unroll": 0}, r"recurrence_unroll must be positive"),
+        ({"recurrence_loop": "fori"}, r"unknown recurrence_loop 'fori'"),
         ({"auxiliary_mlp": ()}, r"auxiliary_mlp must be positive widths"),
     ],
 )
