@@ -8,7 +8,7 @@ preset also has a `-tiny` variant made by one rule (`tiny`): the same architectu
 
 import dataclasses
 
-from configs import dcnv2, deepfm, mtwnd, ncf, rmc1, rmc2, rmc3, wnd
+from configs import dcnv2, deepfm, dien, din, mtwnd, ncf, rmc1, rmc2, rmc3, wnd
 from recjax.models.family import ModelConfig
 
 TINY_ROWS = 1_000
@@ -23,6 +23,8 @@ _FULL_PRESETS = {
     **mtwnd.PRESETS,
     **deepfm.PRESETS,
     **dcnv2.PRESETS,
+    **din.PRESETS,
+    **dien.PRESETS,
 }
 # Full preset -> smaller runnable presets of the same architecture, declared by the preset files.
 _SMALLER_VARIANTS = {**dcnv2.SMALLER_VARIANTS}

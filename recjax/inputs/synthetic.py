@@ -3,7 +3,7 @@
 Shapes: `B` batch, `F` dense features, `K` sparse features, `W` = sum_k C_k, the id block's width.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
@@ -11,6 +11,29 @@ import numpy as np
 from recjax.inputs.features import FeatureLayout, Features
 from recjax.inputs.id_distributions import IdDistribution, Uniform
 from recjax.models.family import ModelConfig
+
+# The median of a "lognormal" length as a fraction of the capacity, and the log-space spread.
+LOGNORMAL_MEDIAN_FRACTION = 0.2
+LOGNORMAL_SIGMA = 1.0
+
+
+def lognormal_lengths(rng: np.random.Generator, capacity: int, size: int) -> np.ndarray:
+    """[size] lengths with a long tail: round(exp(N(log(C / 5), 1))) clipped to [1, C].
+
+    Most sequences are short and a few long, as users' histories are. For C = 100: median 20,
+    mean about 31, one in ten at most 5, about one in twenty truncated at the capacity (the
+    histories longer than C that a real system cuts to their last C behaviours).
+    """
+    median = max(capacity * LOGNORMAL_MEDIAN_FRACTION, 1.0)
+    drawn = rng.lognormal(np.log(median), LOGNORMAL_SIGMA, size=size)
+    return np.clip(np.rint(drawn), 1, capacity).astype(np.int32)
+
+
+# FeatureConfig.length_distribution -> (rng, capacity, size) -> [size] lengths in [1, capacity].
+# "uniform" is drawn with every feature's other lengths in one call (`synthetic_features`).
+LENGTH_SAMPLERS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
+    "lognormal": lognormal_lengths,
+}
 
 
 def _columns(config, values) -> np.ndarray:
@@ -103,10 +126,11 @@ def synthetic_features(
 
     Dense features are uniform in [0, 1); ids uniform over each feature's table unless `ids`
     gives the table another distribution; a fixed-length feature fills its capacity, any other
-    draws its length uniformly from [1, C] and holds id 0 past it; weights (of weighted features)
-    are uniform in [0, 1); labels, if asked for, are fair coin flips per head. Generated with
-    NumPy's PCG64 in a few vectorized calls (batch 1024 of rmc2, 3.9 M ids, in tens of
-    milliseconds); the same (config, batch_size, seed, ids) always gives the same batch.
+    draws its length from its `length_distribution` (uniformly from [1, C], or
+    `lognormal_lengths`) or copies that of its `lengths_from`, and holds id 0 past it; weights (of
+    weighted features) are uniform in [0, 1); labels, if asked for, are fair coin flips per head.
+    Generated with NumPy's PCG64 in a few vectorized calls (batch 1024 of rmc2, 3.9 M ids, in tens
+    of milliseconds); the same (config, batch_size, seed, ids) always gives the same batch.
 
     Args:
       ids: {table name: IdDistribution} (`recjax.inputs.id_distributions`); a table not named
@@ -129,6 +153,13 @@ def synthetic_features(
     fixed = np.asarray([feature.fixed_length for feature in config.features])
     drawn = rng.integers(1, capacities[None, :] + 1, size=(batch_size, len(capacities)))
     lengths = np.where(fixed[None, :], capacities[None, :], drawn).astype(np.int32)
+    for index, feature in enumerate(config.features):
+        if not feature.fixed_length and feature.length_distribution in LENGTH_SAMPLERS:
+            sampler = LENGTH_SAMPLERS[feature.length_distribution]
+            lengths[:, index] = sampler(rng, feature.capacity, batch_size)
+    for index, feature in enumerate(config.features):
+        if feature.lengths_from is not None:
+            lengths[:, index] = lengths[:, layout.index(feature.lengths_from)]
     if not fixed.all():
         position = np.concatenate([np.arange(capacity) for capacity in capacities])
         feature_of_column = _columns(config, np.arange(len(capacities)))

@@ -43,6 +43,8 @@ TWINS: dict[str, str] = {
     "multitask_wide_deep": "recjax.interop.torch_multitask_wide_deep",
     "deepfm": "recjax.interop.torch_deepfm",
     "dcnv2": "recjax.interop.torch_dcnv2",
+    "din": "recjax.interop.torch_din",
+    "dien": "recjax.interop.torch_dien",
 }
 
 

@@ -3,6 +3,10 @@
 from recjax.models.dcnv2 import DCNv2Config as DCNv2Config
 from recjax.models.deepfm import DeepFM as DeepFM
 from recjax.models.deepfm import DeepFMConfig as DeepFMConfig
+from recjax.models.dien import DIEN as DIEN
+from recjax.models.dien import DIENConfig as DIENConfig
+from recjax.models.din import DIN as DIN
+from recjax.models.din import DINConfig as DINConfig
 from recjax.models.dlrm import DLRM as DLRM
 from recjax.models.dlrm import DLRMConfig as DLRMConfig
 from recjax.models.family import ModelConfig as ModelConfig

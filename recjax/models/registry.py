@@ -2,6 +2,8 @@
 
 from recjax.models.dcnv2 import DCNv2Config
 from recjax.models.deepfm import DeepFMConfig
+from recjax.models.dien import DIENConfig
+from recjax.models.din import DINConfig
 from recjax.models.dlrm import DLRMConfig
 from recjax.models.family import ModelConfig
 from recjax.models.multitask_wide_deep import MultiTaskWideDeepConfig
@@ -15,6 +17,8 @@ FAMILIES: dict[str, type[ModelConfig]] = {
     "multitask_wide_deep": MultiTaskWideDeepConfig,
     "deepfm": DeepFMConfig,
     "dcnv2": DCNv2Config,
+    "din": DINConfig,
+    "dien": DIENConfig,
 }
 
 

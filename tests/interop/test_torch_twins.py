@@ -44,6 +44,7 @@ def test_every_twin_belongs_to_a_registered_family():
     assert torch_twins.TWINS["ncf"] == "recjax.interop.torch_ncf"
     assert torch_twins.TWINS["deepfm"] == "recjax.interop.torch_deepfm"
     assert torch_twins.TWINS["dcnv2"] == "recjax.interop.torch_dcnv2"
+    assert torch_twins.TWINS["din"] == "recjax.interop.torch_din"
     assert set(torch_twins.TWINS) <= set(registry.FAMILIES)
     assert set(torch_twins.TWINS) <= set(registry.FAMILIES)
 
