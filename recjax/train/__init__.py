@@ -1,0 +1,1 @@
+"""Training any model family: sparse embedding updates, Criteo-format data, metrics, checkpoints."""
