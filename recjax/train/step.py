@@ -120,7 +120,7 @@ class TrainProgram:
         )
 
     def _buffers(self, tables: nnx.State) -> dict[str, jax.Array]:
-        return {path[-1]: variable[...] for path, variable in nnx.to_flat_state(tables)}
+        return {path[-1]: variable.get_value() for path, variable in nnx.to_flat_state(tables)}
 
     def _tables_state(self, buffers: dict[str, jax.Array]) -> nnx.State:
         return nnx.from_flat_state(
