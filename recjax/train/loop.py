@@ -411,3 +411,84 @@ class Trainer:
             "learning_rate": dense_rate,
             "embedding_learning_rate": table_rate,
         }
+
+
+@dataclasses.dataclass
+class TwinResult:
+    """A PyTorch twin's run over the same batches (see `run_twin`)."""
+
+    steps: int
+    train_seconds: float
+    samples_per_second: float | None
+    steps_per_second: float | None
+    waited_fraction: float | None
+    step_losses: list[float]
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run_twin(
+    trainer,
+    source: BatchSource,
+    steps: int,
+    *,
+    log_every: int = 100,
+    prefetch: int = 4,
+    progress: Callable[[str], None] = print,
+    writer: SummaryWriter | None = None,
+) -> TwinResult:
+    """Trains a twin (`prepare(batch)`, `step(prepared) -> loss`, e.g. a `TorchTrainer`) for
+    `steps` steps on `source`'s batches from the start, timed as `Trainer` times recjax: the
+    clock starts after the first step. Batches are converted on the prefetch thread."""
+    losses: list[float] = []
+    measured_from = waited_from = None
+    with Prefetcher(
+        source.batches(None), transform=lambda item: trainer.prepare(item[0]), depth=prefetch
+    ) as prefetcher:
+        for step in range(1, steps + 1):
+            losses.append(trainer.step(next(prefetcher)))
+            if measured_from is None:
+                measured_from = time.perf_counter()
+                waited_from = prefetcher.waited_seconds
+            if step % log_every == 0 or step == steps:
+                elapsed = time.perf_counter() - measured_from
+                rate = (step - 1) / elapsed if step > 1 and elapsed > 0 else None
+                waited = (prefetcher.waited_seconds - waited_from) / elapsed if elapsed else 0.0
+                mean = float(np.mean(losses[-log_every:]))
+                speed = (
+                    f"{rate:6.2f} steps/s {rate * source.batch_size:9,.0f} samples/s  "
+                    f"ETA {_duration((steps - step) / rate)}  waited for data {waited:.0%}"
+                    if rate
+                    else ""
+                )
+                progress(f"torch {step:>7}/{steps}  loss {mean:.4f}  {speed}")
+                if writer:
+                    writer.scalar("torch/loss", mean, step)
+                    if rate:
+                        writer.scalar("torch/samples_per_second", rate * source.batch_size, step)
+        elapsed = time.perf_counter() - measured_from
+        waited = (prefetcher.waited_seconds - waited_from) / elapsed if elapsed > 0 else None
+    rate = (steps - 1) / elapsed if steps > 1 and elapsed > 0 else None
+    return TwinResult(
+        steps=steps,
+        train_seconds=elapsed,
+        samples_per_second=rate * source.batch_size if rate else None,
+        steps_per_second=rate,
+        waited_fraction=waited,
+        step_losses=losses,
+    )
+
+
+def loss_agreement(recjax_losses: Sequence[float], twin_losses: Sequence[float], steps: int = 50):
+    """{"steps", "max_relative_difference"} of the first `steps` losses of two runs."""
+    count = min(steps, len(recjax_losses), len(twin_losses))
+    a = np.asarray(recjax_losses[:count], np.float64)
+    b = np.asarray(twin_losses[:count], np.float64)
+    difference = np.abs(a - b) / np.maximum(np.abs(a), 1e-12)
+    return {
+        "steps": count,
+        "max_relative_difference": float(difference.max()) if count else None,
+        "recjax": a.tolist(),
+        "torch": b.tolist(),
+    }

@@ -134,8 +134,6 @@ def test_duplicate_ids_sum_before_the_rowwise_adagrad_step():
     -lr * 2g / (|2g|_rms + eps): the same size as row 2's, not twice it (which is what two
     separate updates, or squaring before summing, would give).
     """
-    from recjax.inputs.features import FeatureConfig, TableConfig
-    from recjax.layers.embedding_collection import EmbeddingCollection
     from recjax.train.sparse_embeddings import LookupGradient
 
     g = jnp.asarray([[[3.0, -4.0]]])  # [B=1, T=1, D=2]
@@ -158,7 +156,6 @@ def test_duplicate_ids_sum_before_the_rowwise_adagrad_step():
     np.testing.assert_allclose(state["accumulators"]["d2_float32"], [0, 4 * rms**2, rms**2])
     sgd_tables, _ = jax.jit(sgd(0.5).update)([gradient], {"count": 0}, {"d2_float32": table})
     np.testing.assert_allclose(sgd_tables["d2_float32"][1], -0.5 * np.asarray([6, -8]))
-    del FeatureConfig, TableConfig, EmbeddingCollection
 
 
 def test_the_step_forms_no_dense_table_gradient():
