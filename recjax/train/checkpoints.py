@@ -21,6 +21,7 @@ key, shape and dtype; a mismatch raises `CheckpointMismatchError` naming the fir
 import dataclasses
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -29,6 +30,7 @@ from flax import nnx
 
 from recjax.models.family import ModelConfig, abstract_model
 from recjax.models.registry import family_of
+from recjax.runtime.model_setup import SMALL_PAGES_NOTE, back_tables_with_huge_pages
 from recjax.train.sparse_embeddings import split_model
 from recjax.train.step import TrainProgram, TrainState
 
@@ -248,13 +250,9 @@ def _merge_model(config: ModelConfig, arrays: dict[str, jax.Array]) -> nnx.Modul
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
 
 
-def restore_model(path: str, config: ModelConfig) -> tuple[nnx.Module, dict]:
-    """The trained model of a checkpoint, for inference, and the checkpoint's meta.
-
-    `path` is a checkpoint directory (its latest step is loaded) or one step's folder in it.
-    Only the model item is read (not the optimizer state). Raises FileNotFoundError if there is
-    no checkpoint there, CheckpointMismatchError if it does not fit `config`.
-    """
+def _open(path: str, config: ModelConfig):
+    """(manager, step, meta) of a checkpoint directory or step folder, checked against
+    `config`."""
     path = os.path.abspath(path)
     step = None
     if os.path.basename(path).isdigit() and os.path.exists(os.path.join(path, "meta")):
@@ -265,20 +263,55 @@ def restore_model(path: str, config: ModelConfig) -> tuple[nnx.Module, dict]:
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"No complete checkpoint in {path}.")
-    where = f"checkpoint {path}/{step}"
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    check_config(meta, config, where)
+    check_config(meta, config, f"checkpoint {path}/{step}")
+    return manager, step, meta
+
+
+def checkpoint_meta(path: str, config: ModelConfig) -> dict:
+    """The meta of the checkpoint at `path` (see `restore_model`), after checking that it fits
+    `config`; reads no array (for failing early)."""
+    return _open(path, config)[2]
+
+
+def restore_model(path: str, config: ModelConfig) -> tuple[nnx.Module, dict]:
+    """The trained model of a checkpoint, for inference, and the checkpoint's meta.
+
+    `path` is a checkpoint directory (its latest step is loaded) or one step's folder in it.
+    Only the model item is read (not the optimizer state). Raises FileNotFoundError if there is
+    no checkpoint there, CheckpointMismatchError if it does not fit `config`.
+    """
+    manager, step, meta = _open(path, config)
     graphdef, abstract_state = nnx.split(abstract_model(config))
     template = {
         "/".join(str(part) for part in p): v.get_value()
         for p, v in nnx.to_flat_state(abstract_state)
     }
-    _check_keys(meta["model_keys"], template, "model", where)
+    _check_keys(meta["model_keys"], template, "model", f"checkpoint {path} (step {step})")
     restored = manager.restore(
         step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract(template)))
     )
     model = _merge_model(config, _by_name(template, restored.model))
     return model, meta
+
+
+def build_trained_model(
+    config: ModelConfig, path: str, huge_pages: bool, progress=print
+) -> tuple[nnx.Module, str]:
+    """`recjax.runtime.model_setup.build_model` for a checkpoint's trained weights: the model
+    (in evaluation mode) and where its tables live."""
+    start = time.perf_counter()
+    model, meta = restore_model(path, config)
+    model.eval()
+    progress(
+        f"restored the model trained to step {meta['step']} from {path} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+    if not huge_pages:
+        return model, SMALL_PAGES_NOTE
+    note = back_tables_with_huge_pages(model.sparse_arch.table_buffers())
+    progress(f"tables: {note}")
+    return model, note
 
 
 def arrays_equal(a, b) -> bool:

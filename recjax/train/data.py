@@ -53,6 +53,9 @@ class CriteoSource:
     seed: int = 0
     shuffle: bool = True
     window_lines: int = DEFAULT_WINDOW_LINES
+    # What names the files in `settings()` (default: their paths): e.g. the arguments that
+    # generated them, so that regenerated copies elsewhere count as the same data.
+    identity: dict | None = None
 
     def batches(self, start: Position | None = None) -> Iterator[tuple[Features, Position]]:
         stream = criteo_batches(
@@ -75,7 +78,7 @@ class CriteoSource:
     def settings(self) -> dict:
         return {
             "kind": "criteo",
-            "paths": list(self.paths),
+            **({"files": self.identity} if self.identity else {"paths": list(self.paths)}),
             "batch_size": self.batch_size,
             "seed": self.seed,
             "shuffle": self.shuffle,

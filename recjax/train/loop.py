@@ -22,7 +22,7 @@ from flax import nnx
 
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.train import metrics
-from recjax.train.checkpoints import CheckpointMismatchError, TrainCheckpointer
+from recjax.train.checkpoints import CheckpointMismatchError, TrainCheckpointer, check_config
 from recjax.train.criteo import CriteoMapping
 from recjax.train.data import BatchSource, eval_batches
 from recjax.train.embedding_optimizers import embedding_optimizer
@@ -213,6 +213,7 @@ class Trainer:
         template = jax.eval_shape(lambda: self.program.init(self._model))
         meta = self.checkpointer.read_meta()
         where = f"checkpoint {self.checkpointer.directory}/{meta['step']}"
+        check_config(meta, self.config, where)
         for what, saved, current in (
             ("data", meta["data"]["settings"], self.source.settings()),
             ("optimizer settings", meta["optimizer"], self.settings.optimizer_settings()),
@@ -274,6 +275,10 @@ class Trainer:
         settings = self.settings
         state, position, start_step = self.initial_state()
         step = start_step
+        if start_step >= settings.steps:
+            self.progress(
+                f"the checkpoint is at step {start_step}: nothing to train to step {settings.steps}"
+            )
         log, evaluations, checkpoints, step_losses = [], [], [], []
         interrupted = False
         excluded = 0.0  # seconds of evaluation and checkpointing inside the measured window
