@@ -67,13 +67,11 @@ class BatchSpec:
                 raise ValueError(f"{self.name}: the model has weighted features; {name} is None.")
             if size is None or array.shape != (size, width):
                 raise ValueError(
-                    f"{self.name}: {name} must have shape ['B', {width}]; got "
-                    f"{list(array.shape)}."
+                    f"{self.name}: {name} must have shape ['B', {width}]; got {list(array.shape)}."
                 )
             if array.dtype != self.dtypes[name]:
                 raise ValueError(
-                    f"{self.name}: {name} must be {np.dtype(self.dtypes[name])}; got "
-                    f"{array.dtype}."
+                    f"{self.name}: {name} must be {np.dtype(self.dtypes[name])}; got {array.dtype}."
                 )
 
 

@@ -38,6 +38,7 @@ from recjax.train.embedding_optimizers import EmbeddingOptimizer
 from recjax.train.sparse_embeddings import GivenLookups, lookup_gradients, split_model
 
 Metrics = dict[str, jax.Array]
+TRAINABLE_DTYPES = ("float32",)
 
 
 @jax.tree_util.register_dataclass
@@ -94,6 +95,12 @@ class TrainProgram:
         embedding_optimizer: EmbeddingOptimizer,
     ):
         self.config: ModelConfig = model.config
+        not_float = [t.name for t in self.config.tables if t.dtype not in TRAINABLE_DTYPES]
+        if not_float:
+            raise ValueError(
+                f"{self.config.name}: training updates tables of dtype {TRAINABLE_DTYPES}; "
+                f"table(s) {not_float} are not (train in float32, then quantize)."
+            )
         self.dense_optimizer = dense_optimizer
         self.embedding_optimizer = embedding_optimizer
         model.eval()
