@@ -13,9 +13,10 @@ table buffers, so XLA writes them in place):
 
 `learning_rate` is a number or an optax schedule of the step count (`state["count"]`).
 
-- `sgd`: table[r] -= lr * g_r. Applied one bag position at a time: each of the C positions
-  scatter-adds a [B, T, D] block into the table, so repeated ids sum exactly as in the dense
-  gradient, and nothing larger than [B, T, D] is formed.
+- `sgd`: table[r] -= lr * g_r, by the native kernel when built (threads own disjoint row
+  ranges; each applies its rows' updates in lookup order, in place), else one bag position at a
+  time: each of the C positions scatter-adds a [B, T, D] block into the table. Either way repeated
+  ids sum exactly as in the dense gradient, and nothing larger than [B, T, D] is formed.
 - `rowwise_adagrad` (FBGEMM's and TorchRec's default for tables): one accumulator per row,
   a_r += mean_d(g_r[d]^2), table[r] -= lr * g_r / (sqrt(a_r) + eps), where g_r is the sum of the
   row's gradients in the step. The repeated ids of a table are summed first (a sort and a segment
@@ -31,6 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from recjax import native
 from recjax.train.sparse_embeddings import LookupGradient
 
 Tables = Mapping[str, jax.Array]
@@ -75,8 +77,15 @@ def _sgd_apply(table: jax.Array, gradient: LookupGradient, rate: jax.Array) -> j
     return jax.lax.fori_loop(0, gradient.positions, add_position, table)
 
 
-def sgd(learning_rate: LearningRate) -> EmbeddingOptimizer:
-    """Plain SGD on the looked-up rows (see the module docstring)."""
+def sgd(learning_rate: LearningRate, use_native: bool | None = None) -> EmbeddingOptimizer:
+    """Plain SGD on the looked-up rows (see the module docstring).
+
+    `use_native` (default: when the native library has it) applies each call's update with one
+    C++ kernel (`recjax.native.sparse_row_update`: threads own disjoint row ranges, each applies
+    its rows' updates in lookup order) instead of XLA scatters one bag position at a time.
+    """
+    if use_native is None:
+        use_native = native.has_sparse_row_update()
 
     def init(tables: Tables) -> EmbeddingState:
         del tables
@@ -86,7 +95,13 @@ def sgd(learning_rate: LearningRate) -> EmbeddingOptimizer:
         rate = _rate(learning_rate, state["count"])
         tables = dict(tables)
         for gradient in gradients:
-            tables[gradient.group] = _sgd_apply(tables[gradient.group], gradient, rate)
+            table = tables[gradient.group]
+            if use_native:
+                tables[gradient.group] = native.sparse_row_update(
+                    table, gradient.rows, gradient.factors, gradient.grads, -rate
+                )
+            else:
+                tables[gradient.group] = _sgd_apply(table, gradient, rate)
         return tables, {"count": state["count"] + 1}
 
     return EmbeddingOptimizer(init, update, "sgd")

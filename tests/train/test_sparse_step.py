@@ -225,3 +225,27 @@ def test_jax_grad_through_the_native_lowering_equals_the_pure_jax_gradient():
     for got, expected in zip(native_grads, reference, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     assert np.abs(jax.tree.leaves(grads["native"][1])[0]).sum() > 0  # weights got a gradient
+
+
+@pytest.mark.parametrize("use_native", [False, True] if native.has_sparse_row_update() else [False])
+@pytest.mark.parametrize("pooled", [True, False])
+def test_sgd_update_equals_numpy_add_at_with_repeated_rows(pooled, use_native):
+    from recjax.train.sparse_embeddings import LookupGradient
+
+    rng = np.random.default_rng(0)
+    batch, slots, capacity, dim, num_rows = 6, 3, 5, 4, 9
+    rows = rng.integers(0, num_rows, (batch, slots, capacity)).astype(np.int32)
+    factors = rng.random((batch, slots, capacity)).astype(np.float32)
+    factors[0, 0, 2:] = 0.0  # padding
+    shape = (batch, slots, dim) if pooled else (batch, slots, capacity, dim)
+    grads = rng.normal(size=shape).astype(np.float32)
+    table = rng.normal(size=(num_rows, dim)).astype(np.float32)
+    gradient = LookupGradient(rows, factors, grads, "g", ("x", "y", "z"), pooled)
+    optimizer = sgd(lambda count: 0.5 / (1 + count), use_native=use_native)
+    update = jax.jit(optimizer.update, donate_argnums=2)
+    got, state = update([gradient], {"count": jnp.int32(1)}, {"g": jnp.asarray(table)})
+    expected = table.copy()
+    per_lookup = factors[..., None] * (grads[:, :, None, :] if pooled else grads)
+    np.add.at(expected, rows.reshape(-1), -0.25 * per_lookup.reshape(-1, dim))
+    np.testing.assert_allclose(got["g"], expected, rtol=1e-5, atol=1e-6)
+    assert int(state["count"]) == 2
