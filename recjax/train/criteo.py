@@ -131,12 +131,14 @@ def _check_line(line: bytes, where: str) -> None:
 
 
 def parse_lines(lines: Sequence[bytes], source: str = "<bytes>", first_line: int = 1):
-    """CriteoRecords of Criteo-format lines (each without or with its newline).
+    """CriteoRecords of Criteo-format lines (each without or with its newline; blank lines are
+    skipped).
 
     Vectorized: one split and one fixed-width conversion for all fields. Raises
     CriteoFormatError naming `source`, the line number and the field at the first bad line.
     """
-    lines = [line.rstrip(b"\r\n") for line in lines]
+    original = [line.rstrip(b"\r\n") for line in lines]
+    lines = [line for line in original if line]  # blank lines (a trailing one, say) are skipped
     count = len(lines)
     if count == 0:
         return CriteoRecords(
@@ -157,8 +159,9 @@ def parse_lines(lines: Sequence[bytes], source: str = "<bytes>", first_line: int
         integers = integer_fields.astype(np.int64)
         categoricals = _parse_hex(table[:, 1 + NUM_INTEGER :])
     except (ValueError, OverflowError):
-        for index, line in enumerate(lines):
-            _check_line(line, f"{source}:{first_line + index}")
+        for index, line in enumerate(original):
+            if line:
+                _check_line(line, f"{source}:{first_line + index}")
         raise  # not reached: some line is bad
     return CriteoRecords((label_field == b"1").astype(np.float32), integers, categoricals)
 

@@ -212,3 +212,10 @@ def test_planted_files_are_reproducible_readable_and_their_auc_is_the_true_model
     assert abs(metrics.auc(parsed.labels, probabilities) - 0.5) > 0.05
     assert dataclasses.asdict(StreamPosition()) == StreamPosition().to_json()
     assert criteo.NUM_FIELDS == 40
+
+
+def test_blank_lines_are_skipped_and_line_numbers_still_count_them():
+    records = parse_lines([LINES[0], b"\n", LINES[1], b""])
+    assert len(records) == 2 and records.labels.tolist() == [1.0, 0.0]
+    with pytest.raises(CriteoFormatError, match=r"f.tsv:3: expected 40"):
+        parse_lines([LINES[0], b"\n", b"1\t2\n"], "f.tsv")
