@@ -269,7 +269,9 @@ class CriteoMapping:
         used = sorted(set(self.categorical_columns))
         unused = NUM_CATEGORICAL - len(used)
         dense = f"integers I1-I{self.dense_columns} -> dense inputs 0-{self.dense_columns - 1}"
-        if config.dense_features > NUM_INTEGER:
+        if config.dense_features == 0:
+            dense = "no dense inputs (the integers unused)"
+        elif config.dense_features > NUM_INTEGER:
             dense += f" of {config.dense_features} (the rest 0)"
         elif config.dense_features < NUM_INTEGER:
             dense += f" ({NUM_INTEGER - self.dense_columns} integers unused)"

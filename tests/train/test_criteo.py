@@ -219,3 +219,12 @@ def test_blank_lines_are_skipped_and_line_numbers_still_count_them():
     assert len(records) == 2 and records.labels.tolist() == [1.0, 0.0]
     with pytest.raises(CriteoFormatError, match=r"f.tsv:3: expected 40"):
         parse_lines([LINES[0], b"\n", b"1\t2\n"], "f.tsv")
+
+
+def test_a_model_without_dense_inputs_maps_too():
+    config = dataclasses.replace(mixed_config(), dense_features=0)
+    mapping = CriteoMapping(config)
+    assert "no dense inputs" in mapping.describe() and mapping.dense_columns == 0
+    batch = mapping.features(parse_lines(LINES))
+    assert batch.dense.shape == (2, 0)
+    assert describe_invalid_inputs(config, batch) == "all inputs are valid"
