@@ -19,6 +19,7 @@ the lowerings are interchangeable and numerically equal within float32 rounding.
 and returns the pooled [B, T, D].
 """
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -102,10 +103,40 @@ def segment_sum(stacked, ids, lengths, weights, *, row_offsets, mean):
 
 
 def native_kernel(stacked, ids, lengths, weights, *, row_offsets, mean):
-    """The C++ kernel of recjax/native/embedding_bag.cc, run inside the jitted program."""
+    """The C++ kernel of recjax/native/embedding_bag.cc, run inside the jitted program.
+
+    Differentiable: its VJP is the VJP of `pooling_loop` (the same sums in pure JAX), so
+    `jax.grad` through a model with this lowering gives the dense table gradient. Training does
+    not use it: `recjax.train` runs the lookups outside the differentiated function and updates
+    only the looked-up rows.
+    """
+    return _native_differentiable(stacked, ids, lengths, weights, tuple(row_offsets), bool(mean))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _native_differentiable(stacked, ids, lengths, weights, row_offsets, mean):
     return native.sparse_lengths_sum(
         stacked, ids, lengths, weights, row_offsets=row_offsets, mean=mean
     )
+
+
+def _native_forward(stacked, ids, lengths, weights, row_offsets, mean):
+    pooled = _native_differentiable(stacked, ids, lengths, weights, row_offsets, mean)
+    return pooled, (stacked, ids, lengths, weights)
+
+
+def _native_backward(row_offsets, mean, residuals, cotangent):
+    stacked, ids, lengths, weights = residuals
+
+    def pure_jax(stacked, weights):
+        return pooling_loop(stacked, ids, lengths, weights, row_offsets=row_offsets, mean=mean)
+
+    _, transpose = jax.vjp(pure_jax, stacked, weights)
+    stacked_grad, weights_grad = transpose(cotangent)
+    return stacked_grad, None, None, weights_grad
+
+
+_native_differentiable.defvjp(_native_forward, _native_backward)
 
 
 LOWERINGS: dict[str, Lowering] = {
