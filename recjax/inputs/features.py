@@ -24,7 +24,14 @@ from typing import Any
 import jax
 import numpy as np
 
-TABLE_DTYPES = ("float32",)
+# How a table's rows are stored (recjax.layers.quantization holds the codecs; docs/design/
+# quantized-tables.md the layouts): floats as [N, D] arrays of their type; "int8" and "int4" as
+# row-wise quantized uint8 rows [N, W] holding the D codes (int4: two per byte, low nibble first)
+# followed by the row's float32 scale and bias (value = code * scale + bias).
+TABLE_DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
+FLOAT_TABLE_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # bytes per value
+QUANTIZED_TABLE_DTYPES = {"int8": 8, "int4": 4}  # bits per code
+SCALE_BIAS_BYTES = 8  # a float32 scale and a float32 bias at the end of each quantized row
 POOLINGS = ("sum", "mean", "none")
 
 
@@ -36,7 +43,8 @@ class TableConfig:
       name: unique within a model; features name it in `FeatureConfig.table`.
       num_rows: rows of the table; ids of its features lie in [0, num_rows).
       dim: D, the width of a row.
-      dtype: how rows are stored ("float32").
+      dtype: how rows are stored: one of TABLE_DTYPES ("float32", "float16", "bfloat16", or
+        row-wise quantized "int8" or "int4"); lookups always pool in float32.
     """
 
     name: str
@@ -58,11 +66,23 @@ class TableConfig:
 
     @property
     def row_bytes(self) -> int:
-        return self.dim * np.dtype(self.dtype).itemsize
+        """Bytes of one stored row, a quantized row's scale and bias included."""
+        return row_bytes(self.dim, self.dtype)
 
     @property
     def num_bytes(self) -> int:
         return self.num_rows * self.row_bytes
+
+
+def row_bytes(dim: int, dtype: str) -> int:
+    """Bytes of one stored row of `dim` values: D x 4 (float32), D x 2 (float16, bfloat16),
+    D + 8 (int8) or ceil(D / 2) + 8 (int4), the last two with their float32 scale and bias."""
+    if dtype in FLOAT_TABLE_DTYPES:
+        return dim * FLOAT_TABLE_DTYPES[dtype]
+    if dtype in QUANTIZED_TABLE_DTYPES:
+        codes_per_byte = 8 // QUANTIZED_TABLE_DTYPES[dtype]
+        return -(-dim // codes_per_byte) + SCALE_BIAS_BYTES
+    raise ValueError(f"Unknown table dtype {dtype!r}; expected one of {TABLE_DTYPES}.")
 
 
 @dataclasses.dataclass(frozen=True)

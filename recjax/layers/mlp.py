@@ -3,7 +3,20 @@
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+
+# The dtypes an MLP's kernels may be stored in; biases and activations stay float32.
+MLP_DTYPES = ("float32", "bfloat16")
+
+# XLA:CPU (jaxlib 0.10) lowers a dot of bfloat16 kernels by first converting the whole kernel to
+# a float32 copy, every call: more bytes than the float32 GEMV it should halve. Written as a
+# multiply and a sum over the input axis, the widening fuses into one YNNPACK fusion that reads
+# the bfloat16 kernel once (seen in the compiled HLO; tests/layers/test_mlp.py checks it). Up to
+# this batch size (the GEMV regime of RMC3's batch-1 latency) that form is used; above it, the dot
+# of the widened kernel, whose conversion is small beside the matrix product. The threshold is a
+# guess awaiting measurement (docs/design/quantized-tables.md gives the commands).
+BFLOAT16_REDUCE_MAX_BATCH = 16
 
 
 class MLP(nnx.Module):
@@ -15,6 +28,11 @@ class MLP(nnx.Module):
     Weights are initialized as in the reference DLRM: Glorot (Xavier) normal kernels, and zero
     biases. With `relu_last=True` the last layer is followed by a ReLU too (the DLRM bottom MLP);
     with `relu_last=False` it is linear (the DLRM top MLP, whose logit goes to a sigmoid).
+
+    `param_dtype="bfloat16"` stores the kernels in bfloat16 (half the bytes a GEMV must read): they
+    are initialized in float32 and rounded, so they are the float32 MLP's kernels rounded to
+    bfloat16. Each layer widens its kernel to float32 as it reads it: inputs, sums, biases and
+    outputs stay float32 (weight-only reduced precision).
 
     Example:
         >>> mlp = MLP(in_features=256, layer_sizes=(128, 64), relu_last=True, rngs=nnx.Rngs(0))
@@ -29,9 +47,14 @@ class MLP(nnx.Module):
         *,
         relu_last: bool,
         rngs: nnx.Rngs,
+        param_dtype: str = "float32",
     ):
         if not layer_sizes:
             raise ValueError("MLP needs at least one layer; got layer_sizes=().")
+        if param_dtype not in MLP_DTYPES:
+            raise ValueError(
+                f"Unknown MLP param_dtype {param_dtype!r}; expected one of {MLP_DTYPES}."
+            )
         widths = (in_features, *layer_sizes)
         self.layers = nnx.List(
             [
@@ -45,15 +68,33 @@ class MLP(nnx.Module):
                 for width_in, width_out in zip(widths[:-1], widths[1:], strict=True)
             ]
         )
+        if param_dtype != "float32":
+            for layer in self.layers:
+                layer.kernel = nnx.Param(layer.kernel[...].astype(param_dtype))
         self.relu_last = relu_last
 
     def __call__(self, x: jax.Array) -> jax.Array:
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            x = layer(x)
+            kernel = layer.kernel[...]
+            x = layer(x) if kernel.dtype == jnp.float32 else _widened_dense(x, kernel, layer.bias)
             if index < last or self.relu_last:
                 x = nnx.relu(x)
         return x
+
+
+def _widened_dense(x: jax.Array, kernel: jax.Array, bias: nnx.Param) -> jax.Array:
+    """[B, I] float32 x [I, O] reduced-precision kernel + bias -> [B, O] float32.
+
+    The kernel is widened to float32 as it is read; x stays float32 and sums are float32, so the
+    only rounding is the kernel's own (weight-only reduced precision).
+    """
+    wide = kernel.astype(jnp.float32)
+    if x.shape[0] <= BFLOAT16_REDUCE_MAX_BATCH:
+        out = jnp.sum(x[:, :, None] * wide[None, :, :], axis=1)  # [B, I, O] never materialized
+    else:
+        out = x @ wide
+    return out + bias[...]
 
 
 def mlp_flops(in_features: int, layer_sizes: Sequence[int]) -> int:

@@ -70,23 +70,30 @@ def sparse_lengths_sum(
     *,
     row_offsets: Sequence[int],
     mean: bool,
+    dtype: str = "float32",
+    dim: int | None = None,
 ) -> jax.Array:
     """Pooled embedding bags by the C++ kernel, usable inside `jax.jit`.
 
     Args:
-      stacked: [N, D] float32, tables of one dim stacked.
+      stacked: [N, W] stored rows of tables of one dim and dtype, stacked: [N, D] float32,
+        float16 or bfloat16, or [N, W] uint8 row-wise quantized rows (the formats of
+        `recjax.layers.quantization`).
       ids: [B, T, C] int32 ids within each bag's table; rows are clamped to [0, N) by the kernel.
       lengths: [B, T] int32 valid ids per bag, or None when every bag holds C ids.
       weights: [B, T, C] float32 per-id weights, or None.
       row_offsets: T ints, the first row of bag t's table in `stacked`.
       mean: divide each bag's sum by its length.
+      dtype: how `stacked` stores its rows: "float32", "float16", "bfloat16", "int8" or "int4".
+      dim: D, the values per row; default W (right for the float dtypes).
 
     Returns:
-      [B, T, D] float32.
+      [B, T, D] float32: rows read as float32 (quantized: code * scale + bias), summed in float32.
     """
     _library()
     batch, num_bags, _ = ids.shape
-    result = jax.ShapeDtypeStruct((batch, num_bags, stacked.shape[1]), jnp.float32)
+    dim = stacked.shape[1] if dim is None else dim
+    result = jax.ShapeDtypeStruct((batch, num_bags, dim), jnp.float32)
     no_lengths = jnp.zeros((0,), jnp.int32)
     no_weights = jnp.zeros((0,), jnp.float32)
     return jax.ffi.ffi_call(FFI_TARGET, result)(
@@ -96,6 +103,8 @@ def sparse_lengths_sum(
         no_weights if weights is None else weights,
         row_offsets=np.asarray(row_offsets, np.int64),
         mean=bool(mean),
+        dtype=dtype,
+        dim=np.int64(dim),
     )
 
 
