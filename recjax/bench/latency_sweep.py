@@ -212,6 +212,8 @@ def hparams_of(config: ModelConfig, settings: SweepSettings) -> dict[str, bool |
     fields = {}
     for name in overridable_fields(config):
         value = getattr(config, name)
+        if value is None:  # an unset optional field (table_dtype: each table keeps its own)
+            continue
         fields[name] = "-".join(map(str, value)) if isinstance(value, tuple) else value
     return {
         **fields,
@@ -219,6 +221,7 @@ def hparams_of(config: ModelConfig, settings: SweepSettings) -> dict[str, bool |
         "tables": len(config.tables),
         "sparse_features": len(config.features),
         "lookups_per_sample": config.lookups_per_sample,
+        "table_dtypes": ",".join(sorted({table.dtype for table in config.tables})),
         "batch_sizes": ",".join(map(str, settings.batch_sizes)),
         "modes": ",".join(settings.modes),
         "seed": settings.seed,
