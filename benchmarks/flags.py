@@ -91,9 +91,12 @@ def start_on_cpu() -> None:
 
 
 def check_memory_or_exit(
-    config: ModelConfig, max_batch_size: int, extra_parameter_copies: int = 0
+    config: ModelConfig, max_batch_size: int, extra_parameter_copies: int = 0, extra_bytes: int = 0
 ) -> int:
-    """The bytes the run needs; exits with the memory error (naming the -tiny preset) if short."""
+    """The bytes the run needs; exits with the memory error (naming the -tiny preset) if short.
+
+    `extra_parameter_copies` and `extra_bytes` count what the run holds beside the model (see
+    `recjax.runtime.memory.check_memory`)."""
     smaller = [
         name
         for name in configs.names()
@@ -101,7 +104,11 @@ def check_memory_or_exit(
     ]
     try:
         return check_memory(
-            config, max_batch_size, smaller, extra_parameter_copies=extra_parameter_copies
+            config,
+            max_batch_size,
+            smaller,
+            extra_parameter_copies=extra_parameter_copies,
+            extra_bytes=extra_bytes,
         )
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")

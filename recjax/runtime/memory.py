@@ -87,21 +87,28 @@ def check_memory(
     smaller_presets: list[str],
     available_bytes: int | None = None,
     extra_parameter_copies: int = 0,
+    extra_bytes: int = 0,
 ) -> int:
     """The bytes the run needs; raises InsufficientMemoryError, naming both, if not available.
 
     `extra_parameter_copies` counts further full copies of the parameters held beside the model's
-    own (1 for the PyTorch baseline, whose model holds its own tables).
+    own (1 for the PyTorch baseline, whose model holds its own tables); `extra_bytes` other memory
+    held beside it (a peer's float32 copy of a quantized model's weights, say).
     """
     if extra_parameter_copies < 0:
         raise ValueError(f"extra_parameter_copies must be >= 0; got {extra_parameter_copies}.")
+    if extra_bytes < 0:
+        raise ValueError(f"extra_bytes must be >= 0; got {extra_bytes}.")
     needed = (
         estimated_peak_bytes(config, max_batch_size)
         + extra_parameter_copies * config.parameter_bytes
+        + extra_bytes
     )
     available = available_memory_bytes() if available_bytes is None else available_bytes
     if needed > available:
         copies = f", held {1 + extra_parameter_copies} times" if extra_parameter_copies else ""
+        if extra_bytes:
+            copies += f", and {extra_bytes / GIB:.1f} GiB beside them"
         suggestion = (
             f" Try a smaller preset: {', '.join(smaller_presets)}." if smaller_presets else ""
         )

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import configs
 from tests.binaries.binary import run_binary
 
@@ -50,3 +52,31 @@ def test_latency_runs_int8_tables_and_counts_their_bytes(tmp_path):
     assert results["config"]["table_dtype"] == "int8"
     assert results["cost"]["table_bytes"] == 32 * 1_000 * (64 + 8)
     assert results["cost"]["embedding_bytes_per_sample"] == 32 * 120 * (64 + 8)
+
+
+def test_latency_torchrec_mode_reports_its_threads_and_difference(tmp_path):
+    try:
+        from recjax.interop.torchrec_twins import require_torchrec
+
+        require_torchrec()
+    except ImportError as error:
+        pytest.skip(f"torchrec is an optional extra: {error}")
+    result = run_binary(
+        "latency",
+        "--model=rmc3-tiny",
+        "--override=table_dtype=int8",
+        "--batch_sizes=2",
+        "--modes=jit,torchrec",
+        "--min_iterations=2",
+        "--min_seconds=0",
+        "--max_seconds=0.2",
+        "--warmup=1",
+        f"--logdir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fbgemm-gpu-cpu 1.8.0: TorchRec int8 embedding lookups" in result.stdout
+    assert "torchrec/jit" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["thread_counts"]["fbgemm_gpu_cpu_version"] == "1.8.0"
+    (torchrec,) = [row for row in results["results"] if row["mode"] == "torchrec"]
+    assert 0 < torchrec["max_abs_difference_from_jit"] < 1e-3

@@ -153,3 +153,6 @@ def test_extra_parameter_copies_are_counted_and_named():
     assert check_memory(config, 64, [], available_bytes=single + GIB) == single
     with pytest.raises(ValueError, match="extra_parameter_copies must be >= 0; got -1"):
         check_memory(config, 64, [], 100 * GIB, extra_parameter_copies=-1)
+    assert check_memory(config, 64, [], 100 * GIB, extra_bytes=GIB) == single + GIB
+    with pytest.raises(InsufficientMemoryError, match=r"parameters, and 1.0 GiB beside them\)"):
+        check_memory(config, 64, [], available_bytes=single + GIB // 2, extra_bytes=GIB)
