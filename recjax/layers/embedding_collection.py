@@ -3,14 +3,16 @@
 Shapes: `B` batch, `K` sparse features, `T` features pooled in one call, `C` capacity, `S` sequence
 length, `D` embedding dim, `N` rows of a stacked buffer.
 
-Tables of one (dim, dtype) share one stacked buffer (FBGEMM's table-batched layout), a parameter
-named after the group ("d64_float32", "d64_int8"): [N, D] float32, float16 or bfloat16, or [N, W]
-uint8 row-wise quantized rows (`recjax.layers.quantization.RowFormat`, whose bytes the parameter's
-shape and dtype count exactly). Lookups read every format as float32 and pool in float32.
-The features are looked up group by group:
-pooled features of one group, capacity, pooling and weighting go to one lowering call as a
-[B, T, C] block; sequence features are gathered unpooled. When those features sit next to each
-other in the batch's id block (as a DLRM's all do), the block is a reshape of it, not a copy.
+Tables of one (dim, dtype, row alignment) share one stacked buffer (FBGEMM's table-batched
+layout), a parameter named after the group ("d64_float32", "d64_int8", "d32_int8_a64"): [N, D]
+float32, float16 or bfloat16, or [N, W] uint8 row-wise quantized rows
+(`recjax.layers.quantization.RowFormat`, whose bytes the parameter's shape and dtype count
+exactly). Lookups read every format as float32 and pool in float32.
+
+The features are looked up group by group: pooled features of one group, capacity, pooling and
+weighting go to one lowering call as a [B, T, C] block; sequence features are gathered unpooled.
+When those features sit next to each other in the batch's id block (as a DLRM's all do), the block
+is a reshape of it, not a copy.
 """
 
 import dataclasses
@@ -28,13 +30,15 @@ from recjax.layers.quantization import RowFormat
 
 
 def group_name(table: TableConfig) -> str:
-    """The stacked buffer a table lives in, e.g. "d64_float32"."""
-    return f"d{table.dim}_{table.dtype}"
+    """The stacked buffer a table lives in, e.g. "d64_float32", or "d32_int8_a64" for rows padded
+    to 64 bytes."""
+    padding = f"_a{table.row_alignment}" if table.row_alignment > 1 else ""
+    return f"d{table.dim}_{table.dtype}{padding}"
 
 
 def row_format_of(table: TableConfig) -> RowFormat:
     """How the rows of `table` (and of its group) are stored."""
-    return RowFormat(table.dtype, table.dim)
+    return RowFormat(table.dtype, table.dim, table.row_alignment)
 
 
 @dataclasses.dataclass(frozen=True)

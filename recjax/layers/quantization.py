@@ -9,6 +9,9 @@ Shapes: `R` rows, `D` embedding dim, `W` the stored width of a row (`RowFormat.w
     int8        [R, D + 8] uint8              q * scale + bias
     int4        [R, ceil(D / 2) + 8] uint8    q * scale + bias
 
+A row may be padded with zeros to a multiple of `alignment` bytes (`TableConfig.row_alignment`;
+W grows accordingly); padding is never read.
+
 A quantized row holds its D codes q (int8: one byte each; int4: code d in byte d // 2, the low
 nibble for even d, the high nibble for odd d), then its scale and its bias as little-endian float32
 (4 bytes each). The int8 row is FBGEMM's fused 8-bit row-wise layout (FBGEMM's
@@ -39,6 +42,7 @@ from recjax.inputs.features import (
     QUANTIZED_TABLE_DTYPES,
     SCALE_BIAS_BYTES,
     TABLE_DTYPES,
+    packed_row_bytes,
     row_bytes,
 )
 
@@ -53,6 +57,7 @@ class RowFormat:
     Attributes:
       dtype: one of `recjax.inputs.features.TABLE_DTYPES`.
       dim: D, the values per row.
+      alignment: rows are padded with zeros to a multiple of this many bytes (1: packed).
 
     Example:
         >>> row_format = RowFormat("int8", 4)
@@ -63,12 +68,15 @@ class RowFormat:
 
     dtype: str
     dim: int
+    alignment: int = 1
 
     def __post_init__(self):
         if self.dtype not in TABLE_DTYPES:
             raise ValueError(f"Unknown table dtype {self.dtype!r}; expected one of {TABLE_DTYPES}.")
         if self.dim <= 0:
             raise ValueError(f"A row needs a positive dim; got {self.dim}.")
+        if self.alignment < 1 or self.alignment & (self.alignment - 1):
+            raise ValueError(f"A row alignment must be a power of two; got {self.alignment}.")
 
     @property
     def quantized(self) -> bool:
@@ -81,19 +89,19 @@ class RowFormat:
 
     @property
     def width(self) -> int:
-        """W: elements per stored row (D for floats, code bytes + 8 for quantized rows)."""
-        if self.quantized:
-            return self.row_bytes
-        return self.dim
+        """W: elements per stored row (D for packed floats, code bytes + 8 for packed quantized
+        rows; more with padding)."""
+        return self.row_bytes // self.storage_dtype.itemsize
 
     @property
     def row_bytes(self) -> int:
-        return row_bytes(self.dim, self.dtype)
+        """Bytes of one stored row, padding included."""
+        return row_bytes(self.dim, self.dtype, self.alignment)
 
     @property
     def code_bytes(self) -> int:
         """Bytes of a quantized row's codes (before its scale and bias)."""
-        return self.row_bytes - SCALE_BIAS_BYTES
+        return packed_row_bytes(self.dim, self.dtype) - SCALE_BIAS_BYTES
 
     @property
     def levels(self) -> int:
@@ -108,7 +116,7 @@ class RowFormat:
         """[R, D] float32 -> [R, W] stored rows (rounded to the float type, or quantized)."""
         values = jnp.asarray(values, jnp.float32)
         if not self.quantized:
-            return values.astype(self.storage_dtype)
+            return self._pad(values.astype(self.storage_dtype))
         low = values.min(axis=1, keepdims=True)  # [R, 1], the bias
         scale = (values.max(axis=1, keepdims=True) - low) * jnp.float32(1 / self.levels)
         # 1 / scale overflows for the few rows whose range is below ~3e-36: their codes are 0.
@@ -121,17 +129,22 @@ class RowFormat:
             codes = codes[:, 0::2] | (codes[:, 1::2] << 4)  # [R, ceil(D / 2)]
         scale_bias = jnp.concatenate([scale, low], axis=1)  # [R, 2] float32
         scale_bias = jax.lax.bitcast_convert_type(scale_bias, jnp.uint8)  # [R, 2, 4]
-        return jnp.concatenate([codes, scale_bias.reshape(-1, SCALE_BIAS_BYTES)], axis=1)
+        return self._pad(jnp.concatenate([codes, scale_bias.reshape(-1, SCALE_BIAS_BYTES)], 1))
+
+    def _pad(self, rows: jax.Array) -> jax.Array:
+        """[R, packed width] -> [R, W], zeros after each row's data."""
+        padding = self.width - rows.shape[1]
+        return jnp.pad(rows, ((0, 0), (0, padding))) if padding else rows
 
     def decode(self, rows: jax.Array) -> jax.Array:
         """[..., W] stored rows -> [..., D] float32 values."""
         if not self.quantized:
-            return rows.astype(jnp.float32)
+            return rows[..., : self.dim].astype(jnp.float32)
         codes = rows[..., : self.code_bytes]
         if self.dtype == "int4":
             nibbles = jnp.stack([codes & 0xF, codes >> 4], axis=-1)  # [..., ceil(D / 2), 2]
             codes = nibbles.reshape(*codes.shape[:-1], -1)[..., : self.dim]
-        scale_bias = rows[..., self.code_bytes : self.row_bytes]
+        scale_bias = rows[..., self.code_bytes : self.code_bytes + SCALE_BIAS_BYTES]
         scale_bias = scale_bias.reshape(*scale_bias.shape[:-1], 2, 4)
         scale_bias = jax.lax.bitcast_convert_type(scale_bias, jnp.float32)  # [..., 2]
         return codes.astype(jnp.float32) * scale_bias[..., :1] + scale_bias[..., 1:]

@@ -75,6 +75,9 @@ class ModelConfig:
       table_dtype: None (each table keeps its own `TableConfig.dtype`), or a dtype of
         `recjax.inputs.features.TABLE_DTYPES` given to every table when the config is made
         (`--override=table_dtype=int8`): `tables` then holds the tables with that dtype.
+      table_row_alignment: None (each table keeps its own `TableConfig.row_alignment`), or a
+        power of two given to every table when the config is made: stored rows padded to a
+        multiple of that many bytes (`--override=table_row_alignment=64`).
       mlp_dtype: the dtype of the fully connected layers' kernels, one of the family's
         `MLP_DTYPES` ("float32"; a family that supports it: "bfloat16").
     """
@@ -85,6 +88,7 @@ class ModelConfig:
     dense_features: int
     embedding_lowering: str = "auto"
     table_dtype: str | None = None
+    table_row_alignment: int | None = None
     mlp_dtype: str = "float32"
 
     # Subclasses override these.
@@ -103,6 +107,12 @@ class ModelConfig:
                 dataclasses.replace(table, dtype=self.table_dtype) for table in self.tables
             )
             object.__setattr__(self, "tables", tables)  # frozen: set once, before use
+        if self.table_row_alignment is not None:
+            tables = tuple(
+                dataclasses.replace(table, row_alignment=self.table_row_alignment)
+                for table in self.tables
+            )
+            object.__setattr__(self, "tables", tables)
         if self.mlp_dtype not in self.MLP_DTYPES:
             raise ValueError(
                 f"{self.name}: mlp_dtype {self.mlp_dtype!r} is not supported by "
@@ -180,9 +190,11 @@ def abstract_model(config: ModelConfig) -> nnx.Module:
 
 
 def float32_config(config: ModelConfig) -> ModelConfig:
-    """`config` with float32 tables and float32 fully connected layers: the model that
+    """`config` with packed float32 tables and float32 fully connected layers: the model that
     post-training quantization starts from (`recjax.runtime.quantize`)."""
-    return dataclasses.replace(config, table_dtype="float32", mlp_dtype="float32")
+    return dataclasses.replace(
+        config, table_dtype="float32", table_row_alignment=1, mlp_dtype="float32"
+    )
 
 
 @functools.cache

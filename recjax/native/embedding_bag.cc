@@ -9,7 +9,7 @@
 //   row_offsets  T int64 (attribute): the first row of bag t's table in `table`
 //   mean         bool (attribute): divide each bag's sum by its length
 //   dtype        string (attribute): "float32", "float16", "bfloat16", "int8" or "int4"
-//   dim          int64 (attribute): D, the values per row
+//   dim          int64 (attribute): D, the values per row (a row may be padded past its data)
 //   pooled       [B, T, D] float32: pooled[b, t] = sum_{l < length} w[b, t, l] row(offset_t + ids[b, t, l])
 //
 // A row is read as float32 in the inner loop (a quantized value is code * scale + bias) and summed
@@ -59,9 +59,13 @@ inline const uint8_t* RowOf(const uint8_t* table, int64_t num_rows, int64_t row_
   return table + std::clamp<int64_t>(row, 0, num_rows - 1) * row_bytes;
 }
 
+// Prefetches every cache line the row touches: a row that does not start on a line (a 72-byte
+// int8 row, say) may touch one line more than its size suggests.
 inline void PrefetchRow(const uint8_t* row, int64_t row_bytes) {
-  for (int64_t offset = 0; offset < row_bytes; offset += kCacheLineBytes) {
-    __builtin_prefetch(row + offset, /*rw=*/0, /*locality=*/3);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(row) & ~uintptr_t{kCacheLineBytes - 1};
+  const uintptr_t last = reinterpret_cast<uintptr_t>(row + row_bytes - 1);
+  for (uintptr_t line = first; line <= last; line += kCacheLineBytes) {
+    __builtin_prefetch(reinterpret_cast<const void*>(line), /*rw=*/0, /*locality=*/3);
   }
 }
 
@@ -185,11 +189,13 @@ struct Bag {
   int64_t row_offset;
 };
 
-// The stacked buffer: raw rows of `row_bytes` bytes holding `dim` values each.
+// The stacked buffer: raw rows of `row_bytes` bytes (the stride), each holding `dim` values in its
+// first `data_bytes` bytes (the rest is padding, never read or prefetched).
 struct Table {
   const uint8_t* rows;
   int64_t num_rows;
   int64_t row_bytes;
+  int64_t data_bytes;
   int64_t dim;
 };
 
@@ -200,7 +206,7 @@ void PoolBag(const Table& table, const Bag& bag, bool mean, float* out) {
   const int64_t width = kDim > 0 ? kDim : table.dim;
   for (int64_t i = 0; i < std::min(kPrefetchDistance, bag.length); ++i) {
     PrefetchRow(RowOf(table.rows, table.num_rows, table.row_bytes, bag.row_offset + bag.ids[i]),
-                table.row_bytes);
+                table.data_bytes);
   }
   float accumulator[kDim > 0 ? kDim : 1];
   float* sum = kDim > 0 ? accumulator : out;
@@ -209,7 +215,7 @@ void PoolBag(const Table& table, const Bag& bag, bool mean, float* out) {
     if (i + kPrefetchDistance < bag.length) {
       PrefetchRow(RowOf(table.rows, table.num_rows, table.row_bytes,
                         bag.row_offset + bag.ids[i + kPrefetchDistance]),
-                  table.row_bytes);
+                  table.data_bytes);
     }
     const uint8_t* row =
         RowOf(table.rows, table.num_rows, table.row_bytes, bag.row_offset + bag.ids[i]);
@@ -297,14 +303,15 @@ struct SharedWork {
   }
 };
 
-// The format named by `dtype`, checked against the buffer's element type and row width.
+// The format named by `dtype`, checked against the buffer's element type and row width (rows may
+// be padded past their data: `width` elements of which the first `needed` hold the row).
 ffi::Error FormatOf(std::string_view dtype, ffi::DataType element_type, int64_t width,
-                    int64_t dim, Format* format) {
+                    int64_t dim, Format* format, int64_t* data_elements) {
   struct Known {
     std::string_view name;
     Format format;
     ffi::DataType element_type;
-    int64_t width;
+    int64_t needed;
   };
   const Known known[] = {
       {"float32", Format::kFloat32, ffi::DataType::F32, dim},
@@ -315,11 +322,12 @@ ffi::Error FormatOf(std::string_view dtype, ffi::DataType element_type, int64_t 
   };
   for (const Known& entry : known) {
     if (entry.name != dtype) continue;
-    if (entry.element_type != element_type || entry.width != width) {
+    if (entry.element_type != element_type || width < entry.needed) {
       return ffi::Error::InvalidArgument(
           "the table's element type or row width does not match its dtype and dim");
     }
     *format = entry.format;
+    *data_elements = entry.needed;
     return ffi::Error::Success();
   }
   return ffi::Error::InvalidArgument(
@@ -338,7 +346,9 @@ ffi::Error SparseLengthsSum(ffi::ThreadPool thread_pool, ffi::AnyBuffer table,
   }
   if (dim <= 0) return ffi::Error::InvalidArgument("expected a positive dim");
   Format format;
-  if (ffi::Error error = FormatOf(dtype, table.element_type(), table_dims[1], dim, &format);
+  int64_t data_elements;
+  if (ffi::Error error =
+          FormatOf(dtype, table.element_type(), table_dims[1], dim, &format, &data_elements);
       error.failure()) {
     return error;
   }
@@ -361,9 +371,9 @@ ffi::Error SparseLengthsSum(ffi::ThreadPool thread_pool, ffi::AnyBuffer table,
   if (bags == 0) return ffi::Error::Success();
 
   auto work = std::make_shared<SharedWork>();
+  const int64_t element_bytes = static_cast<int64_t>(ffi::ByteWidth(table.element_type()));
   work->table = Table{static_cast<const uint8_t*>(table.untyped_data()), num_rows,
-                      static_cast<int64_t>(ffi::ByteWidth(table.element_type())) * table_dims[1],
-                      dim};
+                      element_bytes * table_dims[1], element_bytes * data_elements, dim};
   work->pool = PoolFunctionOf(format);
   work->capacity = capacity;
   work->batch = id_dims[0];

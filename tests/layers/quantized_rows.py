@@ -16,7 +16,15 @@ def code_bytes(dtype: str, dim: int) -> int:
     return dim if dtype == "int8" else (dim + 1) // 2
 
 
-def numpy_encode(values: np.ndarray, dtype: str) -> np.ndarray:
+def numpy_encode(values: np.ndarray, dtype: str, alignment: int = 1) -> np.ndarray:
+    """`numpy_packed` rows, zero-padded to a multiple of `alignment` bytes."""
+    packed = numpy_packed(values, dtype)
+    row_bytes = packed.shape[1] * packed.dtype.itemsize
+    padding = (-row_bytes % alignment) // packed.dtype.itemsize
+    return np.pad(packed, ((0, 0), (0, padding)))
+
+
+def numpy_packed(values: np.ndarray, dtype: str) -> np.ndarray:
     """[R, D] float32 -> stored rows: min-max row-wise quantization in float32, rounded half to
     even (scale = range x float32(1 / levels), code = (x - min) x (1 / scale))."""
     values = np.asarray(values, np.float32)
@@ -44,7 +52,7 @@ def numpy_decode(stored: np.ndarray, dtype: str, dim: int) -> np.ndarray:
     """Stored rows [..., W] -> [..., D] float64 values (exact: code * scale + bias in float64)."""
     stored = np.asarray(stored)
     if dtype in FLOATS:
-        return stored.astype(np.float64)
+        return stored[..., :dim].astype(np.float64)
     width = code_bytes(dtype, dim)
     packed = stored[..., :width]
     if dtype == "int8":
@@ -60,7 +68,7 @@ def row_magnitudes(stored: np.ndarray, dtype: str, dim: int) -> np.ndarray:
     """[..., D] bounds on |value| and on the terms summed to make it (|code * scale| + |bias|),
     for tolerances of float32 sums."""
     if dtype in FLOATS:
-        return np.abs(np.asarray(stored, np.float64))
+        return np.abs(np.asarray(stored[..., :dim], np.float64))
     width = code_bytes(dtype, dim)
     scale_bias = np.abs(np.ascontiguousarray(stored[..., width : width + 8]).view("<f4"))
     levels = 2 ** BITS[dtype] - 1

@@ -109,7 +109,7 @@ def test_auto_falls_back_to_pure_jax_and_says_why(monkeypatch):
 # --- stored row formats: float16, bfloat16, int8 and int4 rows, read as float32 and summed ----
 
 
-def stored_inputs(dtype, dim, batch, capacity, seed):
+def stored_inputs(dtype, dim, batch, capacity, seed, alignment=1):
     """Three tables whose rows span many magnitudes (each row scaled by 10^k, k in [-30, 30]),
     the first rows of each table the edge rows of test_quantization (equal values, extreme and
     tiny ranges), stored in `dtype`."""
@@ -125,7 +125,7 @@ def stored_inputs(dtype, dim, batch, capacity, seed):
         ]
     if dtype == "float16":  # its range: magnitudes up to 65,504
         values = np.clip(values, -6e4, 6e4)
-    stored = numpy_encode(values.astype(np.float32), dtype)
+    stored = numpy_encode(values.astype(np.float32), dtype, alignment)
     _, ids, lengths, weights = random_inputs(batch, capacity, seed)
     return stored, ids, lengths, weights
 
@@ -194,6 +194,23 @@ def test_each_row_alone_pools_to_its_value(lowering, dtype, dim):
 
 
 @pytest.mark.parametrize("lowering", sorted(LOWERINGS))
+@pytest.mark.parametrize("dtype", ["float16", "int8", "int4"])
+@pytest.mark.parametrize("dim", [5, 32])
+def test_padded_rows_pool_as_packed_ones(lowering, dtype, dim):
+    skip_unless_available(lowering)
+    stored, ids, lengths, weights = stored_inputs(dtype, dim, 4, 6, seed=dim, alignment=64)
+    assert stored.shape[1] * stored.dtype.itemsize % 64 == 0
+    row_format = RowFormat(dtype, dim, alignment=64)
+    got = jax.jit(
+        lambda s, i, n, w: LOWERINGS[lowering](
+            s, i, n, w, row_offsets=OFFSETS, mean=True, row_format=row_format
+        )
+    )(stored, ids, lengths, weights)
+    expected, tolerance = numpy_stored_bags(stored, dtype, dim, ids, lengths, weights, True)
+    assert np.all(np.abs(np.asarray(got) - expected) <= tolerance)
+
+
+@pytest.mark.parametrize("lowering", sorted(LOWERINGS))
 def test_quantized_ids_out_of_range_are_clamped(lowering):
     skip_unless_available(lowering)
     values = np.arange(40, dtype=np.float32).reshape(10, 4)
@@ -222,7 +239,9 @@ def test_sequence_lookup_reads_stored_rows_as_float32():
     assert got.dtype == np.float32
 
 
-def test_native_kernel_refuses_a_buffer_that_does_not_match_its_dtype():
+@pytest.mark.parametrize(("dtype", "dim"), [("float32", 8), ("int8", 16)])
+def test_native_kernel_refuses_a_buffer_that_does_not_match_its_dtype(dtype, dim):
+    """uint8 rows read as float32, or rows too narrow for their dim (16 bytes for 16 + 8)."""
     skip_unless_available("native")
     stored = numpy_encode(np.ones((4, 8), np.float32), "int8")
     with pytest.raises(Exception, match="element type or row width does not match"):
@@ -233,6 +252,6 @@ def test_native_kernel_refuses_a_buffer_that_does_not_match_its_dtype():
             None,
             row_offsets=(0,),
             mean=False,
-            dtype="int4",
-            dim=8,
+            dtype=dtype,
+            dim=dim,
         ).block_until_ready()

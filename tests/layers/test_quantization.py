@@ -75,6 +75,24 @@ def test_float_formats_round_to_nearest_and_widen_exactly(dtype):
     )
 
 
+@pytest.mark.parametrize("dtype", TABLE_DTYPES)
+@pytest.mark.parametrize("alignment", [16, 64])
+def test_padded_rows_hold_the_packed_row_then_zeros(dtype, alignment):
+    values = np.random.default_rng(alignment).standard_normal((5, 12)).astype(np.float32)
+    row_format = RowFormat(dtype, 12, alignment)
+    stored = np.asarray(jax.jit(row_format.encode)(values))
+    assert stored.nbytes == 5 * TableConfig("t", 5, 12, dtype, alignment).row_bytes
+    assert (stored.shape[1] * stored.dtype.itemsize) % alignment == 0
+    packed = numpy_encode(values, dtype)
+    np.testing.assert_array_equal(
+        stored[:, : packed.shape[1]].view(np.uint8), packed.view(np.uint8)
+    )
+    assert not np.any(stored[:, packed.shape[1] :].view(np.uint8))
+    np.testing.assert_array_equal(
+        np.asarray(row_format.decode(stored)), np.asarray(RowFormat(dtype, 12).decode(packed))
+    )
+
+
 def test_int4_packs_low_nibble_first_and_pads_odd_dims():
     values = np.asarray([[0.0, 15.0, 5.0]], np.float32)  # scale 1, bias 0: codes 0, 15, 5
     stored = np.asarray(RowFormat("int4", 3).encode(values))
@@ -93,6 +111,11 @@ def test_row_bytes_count_codes_scale_and_bias():
     ]
     assert TableConfig("t", 10, 7, "int4").row_bytes == 4 + 8
     assert TableConfig("t", 10, 7, "int8").num_bytes == 10 * 15
+    assert TableConfig("t", 10, 32, "int8", row_alignment=64).row_bytes == 64
+    assert TableConfig("t", 10, 64, "int8", row_alignment=16).row_bytes == 80
+    assert TableConfig("t", 10, 32, "float32", row_alignment=64).row_bytes == 128
+    with pytest.raises(ValueError, match=r"row_alignment must be a power of two from 1 to 256"):
+        TableConfig("t", 10, 7, "int8", row_alignment=48)
     with pytest.raises(ValueError, match=r"unknown dtype 'int3'; expected one of \("):
         TableConfig("t", 10, 7, "int3")
 

@@ -89,3 +89,17 @@ def test_a_table_dtype_applies_to_every_table_and_survives_replace():
 def test_bad_dtypes_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         apply_overrides(configs.get("rmc2-tiny"), overrides)
+
+
+def test_row_alignment_pads_every_table_and_names_its_group():
+    config = apply_overrides(
+        configs.get("rmc1-tiny"), ["table_dtype=int8", "table_row_alignment=64"]
+    )
+    assert {(table.dtype, table.row_alignment) for table in config.tables} == {("int8", 64)}
+    assert config.table_bytes == 8 * 1_000 * 64
+    assert config.cost()["embedding_bytes_per_sample"] == 8 * 80 * 64
+    (group,) = nnx.state(abstract_model(config), nnx.Param)["sparse_arch"]["tables"].keys()
+    assert group == "d32_int8_a64"
+    assert float32_config(config).tables == configs.get("rmc1-tiny").tables
+    with pytest.raises(ValueError, match="table_row_alignment='x'; table_row_alignment takes an"):
+        apply_overrides(configs.get("rmc1-tiny"), ["table_row_alignment=x"])

@@ -151,3 +151,21 @@ def test_configs_of_another_architecture_or_unstorable_values_are_refused():
         ValueError, match=r"table 'rmc2_table_1' cannot be stored as int8: it needs finite"
     ):
         quantize_model(source, dataclasses.replace(config, table_dtype="int8"))
+
+
+def test_padded_int8_rows_hold_the_packed_rows():
+    config = configs.get("rmc3-tiny")
+    source = config.build(nnx.Rngs(2))
+    packed = quantize_model(source, dataclasses.replace(config, table_dtype="int8"))
+    padded = quantize_model(
+        source, dataclasses.replace(config, table_dtype="int8", table_row_alignment=64)
+    )
+    packed_rows = np.asarray(packed.sparse_arch.table_buffers()["d32_int8"])
+    padded_rows = np.asarray(padded.sparse_arch.table_buffers()["d32_int8_a64"])
+    assert packed_rows.shape == (10_000, 40) and padded_rows.shape == (10_000, 64)
+    np.testing.assert_array_equal(padded_rows[:, :40], packed_rows)
+    assert not padded_rows[:, 40:].any()
+    batch = synthetic_features(config, 4, seed=3)
+    np.testing.assert_array_equal(
+        np.asarray(padded(batch)["click"]), np.asarray(packed(batch)["click"])
+    )
