@@ -24,7 +24,11 @@ class BuildWithXlaHeaders(build_ext):
 
 native = setuptools.Extension(
     "recjax.native._kernels",
-    sources=["recjax/native/embedding_bag.cc", "recjax/native/probes.cc"],
+    sources=[
+        "recjax/native/embedding_bag.cc",
+        "recjax/native/bfloat16_matmul.cc",
+        "recjax/native/probes.cc",
+    ],
     language="c++",
     # -march=native: the library is built on the machine that runs it, by its own install step.
     extra_compile_args=["-std=c++17", "-O3", "-march=native", "-Wno-attributes"],

@@ -6,17 +6,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from recjax import native
+
 # The dtypes an MLP's kernels may be stored in; biases and activations stay float32.
 MLP_DTYPES = ("float32", "bfloat16")
 
-# XLA:CPU (jaxlib 0.10) lowers a dot of bfloat16 kernels by first converting the whole kernel to
-# a float32 copy, every call: more bytes than the float32 GEMV it should halve. Written as a
-# multiply and a sum over the input axis, the widening fuses into one YNNPACK fusion that reads
-# the bfloat16 kernel once (seen in the compiled HLO; tests/layers/test_mlp.py checks it). Up to
-# this batch size (the GEMV regime of RMC3's batch-1 latency) that form is used; above it, the dot
-# of the widened kernel, whose conversion is small beside the matrix product. The threshold is a
-# guess awaiting measurement (docs/design/quantized-tables.md gives the commands).
-BFLOAT16_REDUCE_MAX_BATCH = 16
+# XLA:CPU (jaxlib 0.10) lowers a dot of a bfloat16 kernel by first converting the whole kernel to
+# a float32 copy, every call: more bytes than the float32 GEMV it should halve. Up to this batch
+# size (the GEMV regime of RMC3's batch-1 latency) a bfloat16 layer runs recjax's native kernel
+# (recjax/native/bfloat16_matmul.cc: each weight read once, widened in registers); above it, or
+# without the native library, XLA's dot of the widened kernel, whose conversion is small beside
+# the matrix product there. (Written as a multiply and a sum over the input axis instead, XLA
+# fuses the widening into one YNNPACK fusion; in a functional check on a busy machine, not a
+# measurement, rmc3-tiny's batch-1 call in that form took ten times as long as its batch-32 call
+# with the dot, so it was dropped.) The threshold awaits measurement
+# (docs/design/quantized-tables.md).
+BFLOAT16_NATIVE_MAX_BATCH = 16
 
 
 class MLP(nnx.Module):
@@ -84,16 +89,15 @@ class MLP(nnx.Module):
 
 
 def _widened_dense(x: jax.Array, kernel: jax.Array, bias: nnx.Param) -> jax.Array:
-    """[B, I] float32 x [I, O] reduced-precision kernel + bias -> [B, O] float32.
+    """[B, I] float32 x [I, O] bfloat16 kernel + bias -> [B, O] float32.
 
     The kernel is widened to float32 as it is read; x stays float32 and sums are float32, so the
     only rounding is the kernel's own (weight-only reduced precision).
     """
-    wide = kernel.astype(jnp.float32)
-    if x.shape[0] <= BFLOAT16_REDUCE_MAX_BATCH:
-        out = jnp.sum(x[:, :, None] * wide[None, :, :], axis=1)  # [B, I, O] never materialized
+    if x.shape[0] <= BFLOAT16_NATIVE_MAX_BATCH and native.availability()[0]:
+        out = native.bfloat16_matmul(x, kernel)
     else:
-        out = x @ wide
+        out = x @ kernel.astype(jnp.float32)
     return out + bias[...]
 
 

@@ -1,7 +1,8 @@
 """recjax's optional native CPU code, built by the package's install step (see setup.py).
 
 `sparse_lengths_sum` runs the C++ embedding bag of embedding_bag.cc inside jitted programs, through
-JAX's foreign function interface; `gather_rows` and `stream_read` are the plain C++ loops of
+JAX's foreign function interface, and `bfloat16_matmul` the float32 x bfloat16 matrix product of
+bfloat16_matmul.cc; `gather_rows` and `stream_read` are the plain C++ loops of
 probes.cc, called through ctypes by `benchmarks.machine`. When the library was not built (no
 compiler at install time, say), `availability()` says why, and callers fall back to pure JAX.
 """
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 FFI_TARGET = "recjax_sparse_lengths_sum"
+MATMUL_FFI_TARGET = "recjax_bfloat16_matmul"
 
 
 @functools.cache
@@ -35,6 +37,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, f"{candidates[0]} failed to load: {error}"
     jax.ffi.register_ffi_target(
         FFI_TARGET, jax.ffi.pycapsule(library.RecjaxSparseLengthsSum), platform="cpu"
+    )
+    jax.ffi.register_ffi_target(
+        MATMUL_FFI_TARGET, jax.ffi.pycapsule(library.RecjaxBfloat16Matmul), platform="cpu"
     )
     library.recjax_gather_rows.restype = ctypes.c_double
     library.recjax_gather_rows.argtypes = [
@@ -106,6 +111,14 @@ def sparse_lengths_sum(
         dtype=dtype,
         dim=np.int64(dim),
     )
+
+
+def bfloat16_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """[B, K] float32 @ [K, N] bfloat16 -> [B, N] float32 by the C++ kernel, usable inside
+    `jax.jit`: each weight is read once and widened in registers, sums are float32."""
+    _library()
+    result = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(MATMUL_FFI_TARGET, result)(x.astype(jnp.float32), kernel)
 
 
 def gather_rows(table: np.ndarray, row_ids: np.ndarray, threads: int) -> float:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax.layers.mlp import BFLOAT16_REDUCE_MAX_BATCH, MLP, mlp_flops
+from recjax import native
+from recjax.layers.mlp import BFLOAT16_NATIVE_MAX_BATCH, MLP, mlp_flops
 
 
 def numpy_mlp(x, kernels, biases, relu_last):
@@ -41,7 +42,7 @@ def test_mlp_rejects_no_layers():
         MLP(4, (), relu_last=True, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("batch", [1, BFLOAT16_REDUCE_MAX_BATCH, BFLOAT16_REDUCE_MAX_BATCH + 1])
+@pytest.mark.parametrize("batch", [1, BFLOAT16_NATIVE_MAX_BATCH, BFLOAT16_NATIVE_MAX_BATCH + 1])
 def test_bfloat16_kernels_are_the_float32_ones_rounded_and_widened_as_read(batch):
     mlp32 = MLP(12, (8, 5, 3), relu_last=False, rngs=nnx.Rngs(3))
     mlp16 = MLP(12, (8, 5, 3), relu_last=False, rngs=nnx.Rngs(3), param_dtype="bfloat16")
@@ -66,7 +67,10 @@ def test_bfloat16_kernels_are_the_float32_ones_rounded_and_widened_as_read(batch
 
 def test_a_bfloat16_gemv_reads_its_kernel_without_a_float32_copy():
     """At batch 1 no float32 [in, out] kernel appears in the compiled program (XLA:CPU's dot of a
-    bfloat16 kernel would widen it into one first: see BFLOAT16_REDUCE_MAX_BATCH)."""
+    bfloat16 kernel widens it into one first: see BFLOAT16_NATIVE_MAX_BATCH): the native kernel
+    reads the bfloat16 kernel itself."""
+    if not native.availability()[0]:
+        pytest.skip(f"native library unavailable: {native.availability()[1]}")
     mlp = MLP(512, (384,), relu_last=True, rngs=nnx.Rngs(0), param_dtype="bfloat16")
     compiled = (
         jax.jit(lambda module, inputs: module(inputs))
@@ -78,6 +82,22 @@ def test_a_bfloat16_gemv_reads_its_kernel_without_a_float32_copy():
     entry = compiled[compiled.index("ENTRY") :]
     assert "bf16[512,384]" in entry
     assert "f32[512,384]" not in entry
+    assert native.MATMUL_FFI_TARGET in entry
+
+
+@pytest.mark.parametrize(("batch", "inputs", "outputs"), [(1, 7, 5), (3, 64, 64), (9, 33, 200)])
+def test_native_bfloat16_matmul_matches_numpy(batch, inputs, outputs):
+    if not native.availability()[0]:
+        pytest.skip(f"native library unavailable: {native.availability()[1]}")
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, inputs)).astype(np.float32)
+    kernel = rng.standard_normal((inputs, outputs)).astype(ml_dtypes.bfloat16)
+    got = np.asarray(jax.jit(native.bfloat16_matmul)(x, kernel))
+    wide = kernel.astype(np.float64)
+    expected = x.astype(np.float64) @ wide
+    bound = np.abs(x).astype(np.float64) @ np.abs(wide) * inputs * np.finfo(np.float32).eps
+    assert got.shape == (batch, outputs) and got.dtype == np.float32
+    assert np.all(np.abs(got - expected) <= bound)
 
 
 def test_mlp_rejects_an_unknown_param_dtype():
