@@ -5,7 +5,7 @@ MLP, interaction, top MLP) and the rest.
     python -m benchmarks.breakdown --model=rmc2-tiny --batch_sizes=1,64 --profile
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py.
+--override, --ids) are defined in benchmarks/flags.py.
 
 Each stage the model's config names (`config.stages()`) is compiled as its own program and timed
 on its real inputs; the table gives each stage's share of the end-to-end time (the whole compiled
@@ -26,6 +26,7 @@ from absl import app, flags
 from benchmarks import flags as shared
 from recjax.bench import breakdown
 from recjax.bench.timing import TimingBudget
+from recjax.inputs import id_distributions
 from recjax.layers.embedding_bag import resolve_lowering
 from recjax.reporting.fingerprint import fingerprint_summary
 from recjax.reporting.run_reporter import RunReporter
@@ -68,6 +69,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     shared.start_on_cpu()
     config = shared.model_config()
+    ids = shared.id_distributions(config)
     batch_sizes = tuple(dict.fromkeys(int(value) for value in _BATCH_SIZES.value))
     try:
         budget = TimingBudget(
@@ -91,11 +93,13 @@ def main(argv: list[str]) -> None:
     model, huge_pages = build_model(config, shared.SEED.value, shared.HUGE_PAGES.value)
 
     breakdowns = breakdown.measure_breakdowns(
-        model, batch_sizes, budget, shared.SEED.value, rounds=_ROUNDS.value
+        model, batch_sizes, budget, shared.SEED.value, rounds=_ROUNDS.value, ids=ids
     )
     if _PROFILE.value:
         print("profiling 10 end-to-end calls per batch size ...")
-        breakdown.profile_end_to_end(model, batch_sizes, reporter.logdir, shared.SEED.value)
+        breakdown.profile_end_to_end(
+            model, batch_sizes, reporter.logdir, shared.SEED.value, ids=ids
+        )
     title = f"{config.name}: {config.architecture_summary()}; shares of the end-to-end p50"
     table = breakdown.format_table(title, breakdowns)
     reporter.write_results(
@@ -104,6 +108,8 @@ def main(argv: list[str]) -> None:
             "huge_pages": huge_pages,
             "budget": dataclasses.asdict(budget),
             "rounds": _ROUNDS.value,
+            "ids": shared.IDS.value,
+            "id_distributions": id_distributions.describe(ids, config),
             "share_sum_tolerance": breakdown.SHARE_SUM_TOLERANCE,
             "results": [b.to_json() for b in breakdowns],
         }
@@ -118,6 +124,7 @@ def main(argv: list[str]) -> None:
     print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
     if _PROFILE.value:
         print(f"profile:     {os.path.join(reporter.logdir, 'plugins', 'profile')}")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

@@ -14,7 +14,7 @@ N copies of a full preset may not fit in memory: the run is refused before start
 --rows_scale that fits. Processes are always stopped, on failure of one instance and on Ctrl-C.
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py; every instance builds the same config.
+--override, --ids) are defined in benchmarks/flags.py; every instance builds the same config.
 """
 
 import json
@@ -23,6 +23,7 @@ import sys
 
 from absl import app, flags
 
+import configs
 from benchmarks import flags as shared
 from recjax.bench import colocation
 from recjax.layers.embedding_bag import resolve_lowering
@@ -70,6 +71,7 @@ def main(argv: list[str]) -> None:
     shared.start_on_cpu()
     preset = shared.model_config()
     config = colocation.scale_rows(preset, _ROWS_SCALE.value)
+    ids = shared.id_distributions(config)  # the scaled tables: a profile must fit them
     try:
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
     except (ValueError, RuntimeError) as error:
@@ -82,7 +84,12 @@ def main(argv: list[str]) -> None:
             f"{_CORES_PER_INSTANCE.value}."
         )
     try:
-        needed = colocation.check_memory(config, max(counts), _BATCH_SIZE.value)
+        needed = colocation.check_memory(
+            config,
+            max(counts),
+            _BATCH_SIZE.value,
+            smaller_presets=configs.smaller_presets(preset.name),
+        )
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")
     try:
@@ -116,6 +123,7 @@ def main(argv: list[str]) -> None:
             usable,
             cores_per_instance=_CORES_PER_INSTANCE.value,
             huge_pages=shared.HUGE_PAGES.value,
+            ids=ids,
         )
     except colocation.InstanceFailedError as error:
         sys.exit(f"error: {error}\nAll instances have been stopped.")
@@ -135,6 +143,7 @@ def main(argv: list[str]) -> None:
         "seed": shared.SEED.value,
         "huge_pages": shared.HUGE_PAGES.value,
         "embedding_lowering": lowering,
+        "ids": shared.IDS.value,
         "usable_cores": usable,
         "cores_per_instance": _CORES_PER_INSTANCE.value,
     }
@@ -161,6 +170,7 @@ def main(argv: list[str]) -> None:
     print(table)
     print()
     print("slowdown: the instance's p50 (p99) over the N=1 instance's; samples/s: batch / mean.")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

@@ -13,8 +13,8 @@ measures, here measured again in the same run on the model's largest table group
 results.json and TensorBoard event files into --logdir.
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py; --embedding_lowering does not apply here: every
-lowering named in --implementations is timed.
+--override, --ids) are defined in benchmarks/flags.py; --embedding_lowering does not apply here:
+every lowering named in --implementations is timed.
 """
 
 import sys
@@ -24,7 +24,9 @@ from absl import app, flags
 from benchmarks import flags as shared
 from recjax.bench import ceilings, embedding_benchmark
 from recjax.bench.timing import TimingBudget
-from recjax.reporting.fingerprint import fingerprint_summary
+from recjax.inputs import locality
+from recjax.inputs.synthetic import synthetic_features
+from recjax.reporting.fingerprint import fingerprint_summary, last_level_cache
 from recjax.reporting.run_reporter import RunReporter
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime.model_setup import build_model
@@ -77,6 +79,7 @@ def main(argv: list[str]) -> None:
         )
     shared.start_on_cpu()
     config = shared.model_config()
+    ids = shared.id_distributions(config)
     batch_sizes = tuple(int(v) for v in _BATCH_SIZES.value)
     implementations, notes = embedding_benchmark.runnable_implementations(
         config, _IMPLEMENTATIONS_FLAG.value
@@ -122,13 +125,33 @@ def main(argv: list[str]) -> None:
         budget,
         rotate_bytes=_ROTATE_MIB.value * 2**20,
         seed=shared.SEED.value,
+        ids=ids,
     )
     table = embedding_benchmark.format_table(measurements, ceiling, ceiling_source)
+    # The locality of the ids, on the first of each batch size's rotated batches.
+    cache_name, cache_bytes = last_level_cache(reporter.fingerprint)
+    localities, memo = [], {}
+    for batch_size in batch_sizes:
+        seed = embedding_benchmark.batch_seed(shared.SEED.value, batch_size, 0)
+        batch = synthetic_features(config, batch_size, seed=seed, ids=ids)
+        localities += locality.measure_locality(
+            config, batch, ids, shared.SEED.value, cache_bytes, memo=memo
+        )
+    locality_table = locality.format_locality(
+        localities,
+        f"ids {shared.IDS.value}; LRU of the {cache_name}, {cache_bytes / 2**20:g} MiB, per table "
+        "alone; first rotated batch",
+    )
     reporter.write_results(
         {
             "ceiling": {**ceiling.to_json(), "measured_on": ceiling_source},
             "huge_pages": huge_pages,
             "notes": notes,
+            "ids": shared.IDS.value,
+            "locality": {
+                "cache": {"level": cache_name, "bytes": cache_bytes},
+                "tables": [item.to_json() for item in localities],
+            },
             "results": [m.to_json(ceiling) for m in measurements],
         }
     )
@@ -139,10 +162,17 @@ def main(argv: list[str]) -> None:
             for key in ("p50_ms", "p99_ms", "gigabytes_per_s", "percent_of_ceiling"):
                 writer.scalar(f"{m.implementation}/{key}", row[key], step=m.batch_size)
             writer.histogram(f"{m.implementation}/latency_ms", m.latencies_s * 1e3, m.batch_size)
-        reporter.write_texts(writer, {"results": f"`{reporter.command}`\n\n```\n{table}\n```"})
+        locality.write_summaries(writer, localities)
+        reporter.write_texts(
+            writer,
+            {"results": f"`{reporter.command}`\n\n```\n{table}\n\n{locality_table}\n```"},
+        )
     print()
     print(table)
     print()
+    print(locality_table)
+    print()
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

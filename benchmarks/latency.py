@@ -5,12 +5,23 @@ r"""Compiled (jit) versus eager inference latency of one preset, per batch size.
     python -m benchmarks.latency --model=rmc1 --modes=jit,torch   # needs pip install -e '.[torch]'
     python -m benchmarks.latency --model=rmc2 --override=table_dtype=int8 --modes=jit,torchrec
     python -m benchmarks.latency --model=rmc2-tiny --override=top_mlp=512,256,1
+    python -m benchmarks.latency --model=rmc2 --modes=jit --ids=zipf:1.05
+    python -m benchmarks.latency --model=dcnv2-full-scaled --processes=4 \
+        --memory_per_process=64MiB --batch_sizes=64,256,1024   # sharded over 4 local processes
+
+With --processes=N (N > 1) it times the compiled model with its tables sharded over N processes
+(`recjax.bench.sharded_latency`), beside the unsharded model on the same batches where this
+machine holds it. Locally it starts the N processes itself; on real hosts, run the same command on
+every host with --coordinator=HOST:PORT and --process_id=K (as jax.distributed.initialize takes
+them).
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py.
+--override, --ids) are defined in benchmarks/flags.py.
 
-Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), and
-writes results.json and TensorBoard event files into --logdir:
+Prints progress and a table (p50/p90/p99/mean latency, samples/s, compile time, jit speedup), the
+locality of the ids per table (unique rows per batch, the hottest 1% of rows' share, the hit rate
+of an LRU cache the size of the last-level cache; see recjax/inputs/locality.py), and writes
+results.json and TensorBoard event files into --logdir:
 
     tensorboard --logdir runs/latency
 """
@@ -22,12 +33,16 @@ import sys
 from absl import app, flags
 
 from benchmarks import flags as shared
-from recjax.bench import latency_bound, latency_sweep
+from recjax.bench import latency_bound, latency_sweep, sharded_latency
 from recjax.bench.timing import TimingBudget
+from recjax.inputs import id_distributions, locality
 from recjax.interop import torch_twins, torchrec_twins
 from recjax.layers.embedding_bag import resolve_lowering
 from recjax.models.family import float32_config
-from recjax.reporting.fingerprint import fingerprint_summary
+from recjax.parallel import launch, planner
+from recjax.parallel.sharded_collection import MemoryBudgetError
+from recjax.parallel.sharding import MeshShape
+from recjax.reporting.fingerprint import fingerprint_summary, last_level_cache
 from recjax.reporting.run_reporter import RunReporter
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime import threads
@@ -73,12 +88,58 @@ _P99_TARGET_MS = flags.DEFINE_float(
     None,
     "If set, report per mode the batch size of highest throughput whose p99 is at most this.",
 )
+_LOCALITY_LOOKUPS = flags.DEFINE_integer(
+    "locality_lookups",
+    locality.DEFAULT_SAMPLE_LOOKUPS,
+    "The most lookups per sampled id stream for the locality figures (hot 1% share, LRU hit "
+    "rate; 8 x the rows of the cache or the table are drawn when fewer): the LRU figure is the "
+    "steady state's once the first half of the sample fills the simulated cache ('filled' in "
+    "the table). 0 skips the locality figures.",
+    lower_bound=0,
+)
 flags.register_validator(
     "p99_target_ms",
     lambda value: value is None or value > 0,
     message="--p99_target_ms must be a positive number of milliseconds.",
 )
 
+# Sharded runs (--processes > 1): see recjax.bench.sharded_latency.
+_PROCESSES = flags.DEFINE_integer(
+    "processes",
+    1,
+    "Processes to shard the tables over (jax.distributed); 1: the unsharded model only.",
+    lower_bound=1,
+)
+_MESH = flags.DEFINE_string(
+    "mesh",
+    None,
+    "Device mesh HOSTSxLOCAL, e.g. 2x2; its devices are split evenly over the processes "
+    "(default: --processes x 1, one device per process).",
+)
+_PLAN = flags.DEFINE_enum(
+    "plan",
+    sharded_latency.AUTO_PLAN,
+    list(sharded_latency.PLANS),
+    "auto: the planner's (recjax.parallel.planner); else one sharding type for every table.",
+)
+_MEMORY_PER_PROCESS = flags.DEFINE_string(
+    "memory_per_process",
+    None,
+    "The most table-shard bytes one process may hold, e.g. 64MiB (enforced before building); "
+    "the planner plans within it.",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator",
+    None,
+    "HOST:PORT of process 0's coordinator, for processes on real hosts (with --process_id); "
+    "locally the launcher picks one.",
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id",
+    None,
+    "This process's id in [0, --processes): run as one worker of a sharded group.",
+    lower_bound=0,
+)
 
 flags.register_validator(
     "batch_sizes",
@@ -112,9 +173,82 @@ def _settings() -> latency_sweep.SweepSettings:
     )
 
 
+def _sharded_settings() -> sharded_latency.ShardedSettings:
+    try:
+        hosts, local = (_PROCESSES.value, 1)
+        if _MESH.value:
+            hosts, local = (int(size) for size in _MESH.value.lower().split("x"))
+        budget = None
+        if _MEMORY_PER_PROCESS.value:
+            budget = planner.parse_bytes(_MEMORY_PER_PROCESS.value)
+        return sharded_latency.ShardedSettings(
+            processes=_PROCESSES.value,
+            mesh=MeshShape(hosts, local),
+            batch_sizes=tuple(dict.fromkeys(int(value) for value in _BATCH_SIZES.value)),
+            seed=shared.SEED.value,
+            warmup=_WARMUP.value,
+            iterations=_MIN_ITERATIONS.value,
+            plan=_PLAN.value,
+            memory_per_process=budget,
+        )
+    except ValueError as error:
+        raise app.UsageError(f"--mesh, --memory_per_process or --batch_sizes: {error}") from error
+
+
+def sharded_main() -> None:
+    """--processes > 1: one worker of the group (--process_id), or the local launcher."""
+    if flags.FLAGS["modes"].present and _MODES.value != ["jit"]:
+        raise app.UsageError("--processes times the compiled (jit) model only; drop --modes.")
+    settings = _sharded_settings()
+    config = shared.model_config()
+    if _PROCESS_ID.value is not None:
+        if not _COORDINATOR.value or _PROCESS_ID.value >= settings.processes:
+            raise app.UsageError(
+                "A worker needs --coordinator=HOST:PORT and --process_id in [0, --processes)."
+            )
+        launch.initialize(
+            _COORDINATOR.value, settings.processes, _PROCESS_ID.value, settings.devices_per_process
+        )
+        logdir = shared.LOGDIR.value
+        if logdir is None and _PROCESS_ID.value == 0:
+            logdir = RunReporter.start("latency", config, None, sys.argv).logdir
+        sharded_latency.run_worker(config, settings, logdir)
+        return
+    if _COORDINATOR.value:
+        raise app.UsageError("--coordinator is for workers on real hosts, with --process_id.")
+    shared.start_on_cpu()
+    try:
+        reporter = RunReporter.start("latency", config, shared.LOGDIR.value, sys.argv)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    print(f"machine: {fingerprint_summary(reporter.fingerprint)}")
+    print(f"model:   {config.name}: {config.architecture_summary()}")
+    print(f"         {config.table_bytes / 2**20:,.1f} MiB of tables", end="")
+    if settings.memory_per_process is not None:
+        over = "over" if config.table_bytes > settings.memory_per_process else "within"
+        print(f", {over} the {settings.memory_per_process / 2**20:,.1f} MiB one process may hold")
+    else:
+        print()
+    print(f"logdir:  {reporter.logdir}")
+    print(f"timing:  {settings.warmup} untimed, then exactly {settings.iterations} timed calls")
+    try:
+        results = sharded_latency.run_launcher(
+            config, settings, "benchmarks.latency", sys.argv[1:], reporter.logdir
+        )
+    except (launch.GroupFailed, planner.PlanError, MemoryBudgetError) as error:
+        sys.exit(f"error: {error}")
+    reporter.write_results({"settings": dataclasses.asdict(settings), **results})
+    print()
+    print(sharded_latency.format_table(results))
+    reporter.print_paths()
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _PROCESSES.value > 1 or _PROCESS_ID.value is not None:
+        sharded_main()
+        return
     if _THREADS.value is not None:
         try:
             cores = threads.limit_threads(_THREADS.value)
@@ -123,6 +257,7 @@ def main(argv: list[str]) -> None:
         print(f"threads: {_THREADS.value} (PJRT_NPROC={_THREADS.value}, pinned to cores {cores})")
     shared.start_on_cpu()
     config = shared.model_config()
+    ids = shared.id_distributions(config)
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
@@ -161,6 +296,7 @@ def main(argv: list[str]) -> None:
 
     print(f"machine: {fingerprint_summary(reporter.fingerprint)}")
     shared.print_model_header(config, needed, lowering, lowering_note)
+    print(f"ids:     {shared.IDS.value}")
     print(f"logdir:  {reporter.logdir}")
     threads_line = f"threads: {thread_counts['usable_cores']} usable cores; XLA uses all of them"
     if "torch_num_threads" in thread_counts:
@@ -186,9 +322,20 @@ def main(argv: list[str]) -> None:
     )
     model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
 
-    measurements = latency_sweep.run_sweep(model, settings)
+    measurements = latency_sweep.run_sweep(model, settings, ids=ids)
     table = latency_sweep.format_table(config, measurements)
     load_average["end"] = os.getloadavg()[0]
+    cache_name, cache_bytes = last_level_cache(reporter.fingerprint)
+    localities, locality_table = [], ""
+    if _LOCALITY_LOOKUPS.value:
+        localities = latency_sweep.measure_locality(
+            config, settings, ids, cache_bytes, _LOCALITY_LOOKUPS.value
+        )
+        locality_table = locality.format_locality(
+            localities,
+            f"ids {shared.IDS.value}; LRU of the {cache_name}, {cache_bytes / 2**20:g} MiB, per "
+            f"table alone; samples of at most {_LOCALITY_LOOKUPS.value:,} lookups",
+        )
     best = None
     if _P99_TARGET_MS.value is not None:
         best = latency_bound.best_under_p99(measurements, _P99_TARGET_MS.value)
@@ -202,27 +349,43 @@ def main(argv: list[str]) -> None:
             "results": [m.to_json() for m in measurements],
             "threads": _THREADS.value,
             "latency_bound": best and latency_bound.to_json(best, _P99_TARGET_MS.value),
+            "ids": shared.IDS.value,
+            "id_distributions": id_distributions.describe(ids, config),
+            "locality": {
+                "cache": {"level": cache_name, "bytes": cache_bytes},
+                "max_sample_lookups": _LOCALITY_LOOKUPS.value,
+                "tables": [item.to_json() for item in localities],
+            },
         }
     )
     with SummaryWriter(reporter.logdir) as writer:
         latency_sweep.write_summaries(
             writer,
             measurements,
-            hparams={**latency_sweep.hparams_of(config, settings), "embedding_lowering": lowering},
-            texts={"results": f"`{reporter.command}`\n\n```\n{table}\n```"},
+            hparams={
+                **latency_sweep.hparams_of(config, settings),
+                "embedding_lowering": lowering,
+                "ids": shared.IDS.value,
+            },
+            texts={"results": f"`{reporter.command}`\n\n```\n{table}\n\n{locality_table}\n```"},
             trial_id=os.path.basename(reporter.logdir),
         )
+        locality.write_summaries(writer, localities)
         reporter.write_texts(writer)
         if best is not None:
             latency_bound.write_summaries(writer, best, _P99_TARGET_MS.value)
     print()
     print(table)
     print()
+    if locality_table:
+        print(locality_table)
+        print()
     if best is not None:
         print(latency_bound.format_best(best, _P99_TARGET_MS.value))
     print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
     start_load, end_load = load_average["start"], load_average["end"]
     print(f"load average: {start_load:.2f} at the start, {end_load:.2f} at the end")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

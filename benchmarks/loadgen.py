@@ -4,8 +4,9 @@ r"""Open-loop load generator: Poisson arrivals against a compiled preset, and a 
     python -m benchmarks.loadgen --model=rmc2 --qps=10 --target_p95_ms=100 --sub_batch=64,256
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py; here --seed also seeds the arrival times and the
-query sizes. Any model family is served the same way: its synthetic inputs follow from its config.
+--override, --ids) are defined in benchmarks/flags.py; here --seed also seeds the arrival times and
+the query sizes. Any model family is served the same way: its synthetic inputs follow from its
+config.
 
 Requests arrive on a seeded Poisson schedule (exponential inter-arrival times) fixed in advance;
 each asks to rank a query of candidate items, split into sub-batches of at most --sub_batch items
@@ -152,6 +153,7 @@ def _hparams(
         "sub_batch": ",".join(map(str, settings.sub_batches)),
         "workers": settings.workers,
         "seed": settings.seed,
+        "ids": shared.IDS.value,
         "target": f"{settings.target_percentile} <= {settings.target_ms:g} ms"
         if settings.searching
         else "none",
@@ -163,6 +165,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     shared.start_on_cpu()
     config = shared.model_config()
+    ids = shared.id_distributions(config)
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
@@ -191,7 +194,9 @@ def main(argv: list[str]) -> None:
         )
     print(f"logdir:  {reporter.logdir}")
     model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
-    workload = ModelWorkload(model, sizes, seed=settings.seed, variants=_INPUT_VARIANTS.value)
+    workload = ModelWorkload(
+        model, sizes, seed=settings.seed, variants=_INPUT_VARIANTS.value, ids=ids
+    )
     print(
         f"compiled {len(sizes)} batch sizes in {workload.compile_seconds:.1f} s and generated "
         f"{_INPUT_VARIANTS.value} input batches per size ({workload.setup_seconds:.1f} s in all)"
@@ -216,6 +221,7 @@ def main(argv: list[str]) -> None:
                 "compiled_sizes": list(sizes),
                 "input_variants": _INPUT_VARIANTS.value,
                 "warmup_calls": _WARMUP_CALLS.value,
+                "ids": shared.IDS.value,
             },
             "compile_seconds": {str(k): v for k, v in workload.predictor.compile_seconds.items()},
             "searches": {
@@ -246,6 +252,7 @@ def main(argv: list[str]) -> None:
     print(f"{config.name}: {config.architecture_summary()}")
     print(report)
     print(f"peak resident memory: {peak_resident_bytes() / GIB:.2f} GiB")
+    shared.draw_figures(reporter.logdir)
     reporter.print_paths()
 
 

@@ -8,13 +8,26 @@ preset also has a `-tiny` variant made by one rule (`tiny`): the same architectu
 
 import dataclasses
 
-from configs import rmc1, rmc2, rmc3
+from configs import dcnv2, deepfm, dien, din, mtwnd, ncf, rmc1, rmc2, rmc3, wnd
 from recjax.models.family import ModelConfig
 
 TINY_ROWS = 1_000
 TINY_SUFFIX = "-tiny"
 
-_FULL_PRESETS = {**rmc1.PRESETS, **rmc2.PRESETS, **rmc3.PRESETS}
+_FULL_PRESETS = {
+    **rmc1.PRESETS,
+    **rmc2.PRESETS,
+    **rmc3.PRESETS,
+    **ncf.PRESETS,
+    **wnd.PRESETS,
+    **mtwnd.PRESETS,
+    **deepfm.PRESETS,
+    **dcnv2.PRESETS,
+    **din.PRESETS,
+    **dien.PRESETS,
+}
+# Full preset -> smaller runnable presets of the same architecture, declared by the preset files.
+_SMALLER_VARIANTS = {**dcnv2.SMALLER_VARIANTS}
 
 
 def tiny(config: ModelConfig) -> ModelConfig:
@@ -46,3 +59,11 @@ def get(name: str) -> ModelConfig:
 def full_size_of(name: str) -> str:
     """The full preset a name derives from ("rmc2-tiny" -> "rmc2")."""
     return name.removesuffix(TINY_SUFFIX)
+
+
+def smaller_presets(name: str) -> list[str]:
+    """What to suggest when preset `name` does not fit in memory: the smaller variants its preset
+    file declares (e.g. "dcnv2" for "dcnv2-full"), then its -tiny variant; none for a -tiny."""
+    full = full_size_of(name)
+    candidates = [*_SMALLER_VARIANTS.get(full, ()), full + TINY_SUFFIX]
+    return [candidate for candidate in candidates if candidate != name and candidate in names()]

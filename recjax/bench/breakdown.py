@@ -36,7 +36,7 @@ gives the paper's "FC share of operators", kind "embedding" its "SparseLengthsSu
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ import numpy as np
 from flax import nnx
 
 from recjax.bench.timing import LatencyStats, TimingBudget, time_calls
+from recjax.inputs.id_distributions import IdDistribution
 from recjax.inputs.synthetic import abstract_features, synthetic_features, to_device
 from recjax.models.family import STAGE_KINDS, Stage
 from recjax.reporting.summary_writer import SummaryWriter
@@ -338,10 +339,12 @@ def measure_breakdowns(
     seed: int,
     progress: Callable[[str], None] = print,
     rounds: int = 5,
+    ids: Mapping[str, IdDistribution] | None = None,
 ) -> list[Breakdown]:
     """Times every stage, its call overhead and the end-to-end predict per batch size.
 
-    The programs of one batch size are timed side by side in `rounds` interleaved rounds.
+    The programs of one batch size are timed side by side in `rounds` interleaved rounds; `ids`
+    gives each table's id distribution (default uniform).
     """
     predictor = CompiledPredictor(model)
     programs = StagePrograms(model)
@@ -350,7 +353,9 @@ def measure_breakdowns(
     for index, batch_size in enumerate(batch_sizes):
         step = f"[{index + 1}/{len(batch_sizes)}] {model.config.name} batch {batch_size:>5}"
         progress(f"{step}: compiling the whole program and the {len(stages)} stages ...")
-        batch = to_device(synthetic_features(model.config, batch_size, seed=seed + batch_size))
+        batch = to_device(
+            synthetic_features(model.config, batch_size, seed=seed + batch_size, ids=ids)
+        )
         predictor.compile(batch_size)
         calls = {END_TO_END: lambda: predictor(batch)}  # noqa: B023
         for stage, (call, noop) in programs.calls(batch).items():
@@ -437,6 +442,7 @@ def profile_end_to_end(
     logdir: str,
     seed: int,
     calls_per_batch: int = 10,
+    ids: Mapping[str, IdDistribution] | None = None,
 ) -> None:
     """Writes a jax.profiler trace of `calls_per_batch` end-to-end calls per batch size.
 
@@ -445,7 +451,7 @@ def profile_end_to_end(
     """
     predictor = CompiledPredictor(model, batch_sizes)
     batches = {
-        size: to_device(synthetic_features(model.config, size, seed=seed + size))
+        size: to_device(synthetic_features(model.config, size, seed=seed + size, ids=ids))
         for size in batch_sizes
     }
     for batch in batches.values():

@@ -23,17 +23,19 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from recjax.bench.timing import LatencyStats, TimingBudget
+from recjax.inputs.id_distributions import IdDistribution
 from recjax.models.family import ModelConfig
 from recjax.runtime.memory import (
     GIB,
     InsufficientMemoryError,
     available_memory_bytes,
     estimated_peak_bytes,
+    sharding_note,
 )
 
 # Seconds an instance may take to build its model, compile and warm up (full presets: tens).
@@ -103,8 +105,11 @@ def check_memory(
     instances: int,
     batch_size: int,
     available_bytes: int | None = None,
+    smaller_presets: Sequence[str] = (),
 ) -> int:
-    """Bytes that `instances` copies need; raises InsufficientMemoryError naming a --rows_scale.
+    """Bytes that `instances` copies need; raises InsufficientMemoryError naming a --rows_scale
+    (and, where not even one instance fits, the `smaller_presets`, and sharding where its
+    parameters alone cannot fit).
 
     Each instance holds its own parameters: N times `recjax.runtime.memory.estimated_peak_bytes`.
     """
@@ -122,10 +127,15 @@ def check_memory(
         if fitting
         else " Even a hundredth of the rows does not fit; use fewer instances."
     )
+    if smaller_presets and estimated_peak_bytes(config, batch_size) > available:
+        suggestion += (
+            f" Not even one instance fits; try a smaller preset: {', '.join(smaller_presets)}."
+        )
     raise InsufficientMemoryError(
         f"{instances} instances of {config.name} need about {needed / GIB:.1f} GiB "
         f"({estimated_peak_bytes(config, batch_size) / GIB:.1f} GiB each), but only "
-        f"{available / GIB:.1f} GiB of memory is available.{suggestion}"
+        f"{available / GIB:.1f} GiB of memory is available."
+        f"{suggestion}{sharding_note(config, available)}"
     )
 
 
@@ -143,6 +153,7 @@ class InstanceSpec:
     cores: tuple[int, ...]
     seed: int
     huge_pages: bool = True
+    ids: Mapping[str, IdDistribution] | None = None  # each table's id distribution; uniform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +205,9 @@ def _instance_main(spec: InstanceSpec, connection) -> None:
         )
         predictor = CompiledPredictor(model, [spec.batch_size])
         batch = to_device(
-            synthetic_features(spec.config, spec.batch_size, seed=spec.seed + 1000 * spec.index)
+            synthetic_features(
+                spec.config, spec.batch_size, seed=spec.seed + 1000 * spec.index, ids=spec.ids
+            )
         )
         for _ in range(WARMUP_CALLS):
             predictor(batch)
@@ -339,6 +352,7 @@ def run_colocation(
     cores_per_instance: int | None = None,
     huge_pages: bool = True,
     progress: Callable[[str], None] = print,
+    ids: Mapping[str, IdDistribution] | None = None,
 ) -> list[ColocationRun]:
     """For each N in `instance_counts`, runs N instances at once, one N after another."""
     runs = []
@@ -347,7 +361,7 @@ def run_colocation(
         shared = " (oversubscribed: instances share cores)" if oversubscribed else ""
         progress(f"N={count}: starting {count} instance(s) of {config.name}{shared}")
         specs = [
-            InstanceSpec(index, config, batch_size, duration_s, tuple(cores), seed, huge_pages)
+            InstanceSpec(index, config, batch_size, duration_s, tuple(cores), seed, huge_pages, ids)
             for index, cores in enumerate(core_sets)
         ]
         results = run_instances(specs, progress)

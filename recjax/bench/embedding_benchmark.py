@@ -12,14 +12,15 @@ table (`config.embedding_bytes_per_sample`); rows per call are B x sum_k C_k. Th
 is measured on the largest table group (the stacked [N, D] buffer of most bytes), so its row size
 is that group's.
 
-Ids are uniform over each table's rows. Timed calls rotate through several distinct batches, so
-that the rows of one call are not still in the cache from the previous call: a single repeated
-batch of rmc2 at batch 16 (16 MB of rows) would otherwise fit in a 32 MB last-level cache.
+Ids are uniform over each table's rows unless `ids` gives a table another distribution. Timed
+calls rotate through several distinct batches, so that the rows of one call are not still in the
+cache from the previous call: a single repeated batch of rmc2 at batch 16 (16 MB of rows) would
+otherwise fit in a 32 MB last-level cache.
 """
 
 import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
@@ -29,6 +30,7 @@ from recjax import native
 from recjax.bench.ceilings import GB, Ceiling, gather_ceiling, usable_cores
 from recjax.bench.timing import LatencyStats, TimingBudget, time_calls
 from recjax.inputs.features import FeatureConfig, Features
+from recjax.inputs.id_distributions import IdDistribution
 from recjax.inputs.synthetic import synthetic_features, to_device
 from recjax.layers.embedding_bag import LOWERINGS
 from recjax.layers.embedding_collection import EmbeddingCollection
@@ -186,6 +188,11 @@ def measure_gather_ceiling(
     return ceiling, source
 
 
+def batch_seed(seed: int, batch_size: int, index: int) -> int:
+    """The seed of the `index`-th rotated batch of `batch_size`."""
+    return seed + 1000 * batch_size + index
+
+
 def rotation_count(config: ModelConfig, batch_size: int, rotate_bytes: int) -> int:
     """How many distinct batches hold at least `rotate_bytes` of rows together (1 to 64)."""
     per_batch = batch_size * config.embedding_bytes_per_sample
@@ -255,6 +262,7 @@ def run_embedding_benchmark(
     rotate_bytes: int,
     seed: int,
     progress: Callable[[str], None] = print,
+    ids: Mapping[str, IdDistribution] | None = None,
 ) -> list[EmbeddingMeasurement]:
     """Times every implementation at every batch size on the same rotated batches.
 
@@ -263,6 +271,7 @@ def run_embedding_benchmark(
       collection: the model's embedding collection (`model.sparse_arch`), holding the tables.
       implementations: names of `LOWERINGS` and/or TORCH, all runnable
         (`runnable_implementations`); the first one is the reference of `max_abs_difference`.
+      ids: each table's id distribution (`recjax.inputs.id_distributions`); default uniform.
     """
     if TORCH in implementations and not (supported := torch_supports(config))[0]:
         raise ValueError(f"Cannot time torch: {supported[1]}.")
@@ -278,7 +287,7 @@ def run_embedding_benchmark(
     for batch_size in batch_sizes:
         count = rotation_count(config, batch_size, rotate_bytes)
         host_batches = [
-            synthetic_features(config, batch_size, seed=seed + 1000 * batch_size + i)
+            synthetic_features(config, batch_size, seed=batch_seed(seed, batch_size, i), ids=ids)
             for i in range(count)
         ]
         device_batches = [to_device(batch) for batch in host_batches]

@@ -16,12 +16,14 @@ difference from jit is the largest over all heads.
 """
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from flax import nnx
 
 from recjax.bench.timing import LatencyStats, TimingBudget, time_calls
+from recjax.inputs import locality
+from recjax.inputs.id_distributions import IdDistribution
 from recjax.inputs.synthetic import synthetic_features, to_device
 from recjax.models.family import ModelConfig
 from recjax.models.overrides import overridable_fields
@@ -96,10 +98,21 @@ def _max_abs_difference(output: dict[str, np.ndarray], reference: dict[str, np.n
     return max(float(np.max(np.abs(output[head] - reference[head]))) for head in reference)
 
 
+def batch_seed(seed: int, batch_size: int) -> int:
+    """The seed of the synthetic batch that a sweep with `seed` times at `batch_size`."""
+    return seed + batch_size
+
+
 def run_sweep(
-    model: nnx.Module, settings: SweepSettings, progress: Callable[[str], None] = print
+    model: nnx.Module,
+    settings: SweepSettings,
+    progress: Callable[[str], None] = print,
+    ids: Mapping[str, IdDistribution] | None = None,
 ) -> list[Measurement]:
-    """Measures every (batch size, mode) on the same synthetic batch per batch size."""
+    """Measures every (batch size, mode) on the same synthetic batch per batch size.
+
+    `ids`: each table's id distribution (`recjax.inputs.id_distributions`); default uniform.
+    """
     config = model.config
     predictors = {"jit": CompiledPredictor(model), "eager": EagerPredictor(model)}
     if "torch" in settings.modes:
@@ -115,7 +128,8 @@ def run_sweep(
     total = len(settings.batch_sizes) * len(settings.modes)
     measurements = []
     for batch_size in settings.batch_sizes:
-        batch = to_device(synthetic_features(config, batch_size, seed=settings.seed + batch_size))
+        seed = batch_seed(settings.seed, batch_size)
+        batch = to_device(synthetic_features(config, batch_size, seed=seed, ids=ids))
         jit_output = None
         for mode in settings.modes:
             step = (
@@ -240,3 +254,24 @@ def hparams_of(config: ModelConfig, settings: SweepSettings) -> dict[str, bool |
         "jit_min_seconds": settings.jit_budget.min_seconds,
         "eager_max_seconds": settings.eager_budget.max_seconds,
     }
+
+
+def measure_locality(
+    config: ModelConfig,
+    settings: SweepSettings,
+    ids: Mapping[str, IdDistribution] | None,
+    cache_bytes: int,
+    max_sample_lookups: int = locality.DEFAULT_SAMPLE_LOOKUPS,
+    progress: Callable[[str], None] = print,
+) -> list[locality.TableLocality]:
+    """The locality figures of every table at every batch size, on the batches the sweep timed."""
+    figures, memo = [], {}
+    for batch_size in settings.batch_sizes:
+        progress(f"{config.name} batch {batch_size:>5}: measuring the locality of the ids ...")
+        batch = synthetic_features(
+            config, batch_size, seed=batch_seed(settings.seed, batch_size), ids=ids
+        )
+        figures += locality.measure_locality(
+            config, batch, ids, settings.seed, cache_bytes, max_sample_lookups, memo
+        )
+    return figures

@@ -3,7 +3,8 @@
 XLA's gather clamps an out-of-range index instead of failing, and a NaN dense feature silently
 becomes a NaN prediction. The predict program therefore also computes one bool, `inputs_valid`:
 every id at a valid position lies within its table, every length lies in [0, C_k] (and equals C_k
-for a fixed-length feature), and every dense value (and weight) is finite. XLA fuses the compares
+for a fixed-length feature, and the length of its `lengths_from` feature for one that shares
+another's lengths), and every dense value (and weight) is finite. XLA fuses the compares
 into one reduction that reads 4 bytes per id, against the 64 to 512 bytes per id that the gather
 reads. When it is false, `describe_invalid_inputs` finds the first problem on the host and names it.
 
@@ -67,13 +68,11 @@ class BatchSpec:
                 raise ValueError(f"{self.name}: the model has weighted features; {name} is None.")
             if size is None or array.shape != (size, width):
                 raise ValueError(
-                    f"{self.name}: {name} must have shape ['B', {width}]; got "
-                    f"{list(array.shape)}."
+                    f"{self.name}: {name} must have shape ['B', {width}]; got {list(array.shape)}."
                 )
             if array.dtype != self.dtypes[name]:
                 raise ValueError(
-                    f"{self.name}: {name} must be {np.dtype(self.dtypes[name])}; got "
-                    f"{array.dtype}."
+                    f"{self.name}: {name} must be {np.dtype(self.dtypes[name])}; got {array.dtype}."
                 )
 
 
@@ -96,10 +95,26 @@ def inputs_valid(config: ModelConfig, batch: Features) -> jax.Array:
         in_table = in_table | ~valid
         lower = jnp.where(jnp.asarray(fixed), capacities, 0)[None, :]
         lengths_ok = jnp.all((batch.lengths >= lower) & (batch.lengths <= capacities[None, :]))
+        shared = _shared_lengths(config)
+        if shared:
+            borrowers, lenders = (jnp.asarray(indices) for indices in zip(*shared, strict=True))
+            lengths_ok = lengths_ok & jnp.all(
+                batch.lengths[:, borrowers] == batch.lengths[:, lenders]
+            )
     finite = jnp.all(jnp.isfinite(batch.dense))
     if batch.weights is not None:
         finite = finite & jnp.all(jnp.isfinite(batch.weights))
     return jnp.all(in_table) & lengths_ok & finite
+
+
+def _shared_lengths(config: ModelConfig) -> list[tuple[int, int]]:
+    """(index of a feature with `lengths_from`, index of the feature it names), in feature order."""
+    index = {feature.name: position for position, feature in enumerate(config.features)}
+    return [
+        (position, index[feature.lengths_from])
+        for position, feature in enumerate(config.features)
+        if feature.lengths_from is not None
+    ]
 
 
 def describe_invalid_inputs(config: ModelConfig, batch: Features) -> str:
@@ -131,6 +146,16 @@ def describe_invalid_inputs(config: ModelConfig, batch: Features) -> str:
             return (
                 f"feature {feature.name!r} has length {int(lengths[sample, index])} at sample "
                 f"{sample}; it accepts {accepted}."
+            )
+    for borrower, lender in _shared_lengths(config):
+        bad = lengths[:, borrower] != lengths[:, lender]
+        if bad.any():
+            sample = int(np.argwhere(bad)[0][0])
+            feature, source = config.features[borrower], config.features[lender]
+            return (
+                f"feature {feature.name!r} has length {int(lengths[sample, borrower])} at sample "
+                f"{sample}, but it shares the lengths of feature {source.name!r}, which has "
+                f"{int(lengths[sample, lender])}; the two must be equal."
             )
     column_rows, column_position, column_feature = _column_tables(config)
     valid = column_position[None, :] < lengths[:, column_feature]

@@ -36,6 +36,9 @@ SCALE_BIAS_BYTES = 8  # a float32 scale and a float32 bias after the codes of a 
 # rows sit on fewer cache lines: a power of two up to 256; 1 packs them.
 MAX_ROW_ALIGNMENT = 256
 POOLINGS = ("sum", "mean", "none")
+# How synthetic inputs draw the lengths of a feature that is not fixed-length (see
+# `recjax.inputs.synthetic.LENGTH_SAMPLERS`).
+LENGTH_DISTRIBUTIONS = ("uniform", "lognormal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +122,15 @@ class FeatureConfig:
       weighted: pooled rows are scaled by a per-id weight before summing (TorchRec's weighted
         bags); only for "sum" and "mean".
       fixed_length: every sample holds exactly `capacity` ids (a DLRM bag); synthetic inputs then
-        fill every position, else they draw lengths uniformly from [1, capacity].
+        fill every position, else they draw lengths from `length_distribution`.
+      length_distribution: how synthetic inputs draw the lengths of a feature that is not
+        fixed-length: "uniform" in [1, C], or "lognormal", a long tail (median C / 5, most
+        sequences short, a few at the capacity); see `recjax.inputs.synthetic`. Real batches may
+        hold any length in [0, C] whatever this says.
+      lengths_from: the name of an earlier feature whose lengths this one shares, e.g. the
+        category ids of the same behaviours as a sequence of item ids: synthetic inputs copy that
+        feature's lengths, and the input checks reject a batch where they differ. Both features
+        must have the same capacity and neither be fixed-length.
     """
 
     name: str
@@ -128,6 +139,8 @@ class FeatureConfig:
     pooling: str = "sum"
     weighted: bool = False
     fixed_length: bool = True
+    length_distribution: str = "uniform"
+    lengths_from: str | None = None
 
     def __post_init__(self):
         if self.capacity <= 0:
@@ -144,24 +157,56 @@ class FeatureConfig:
                 f"Feature {self.name!r}: only pooled features can be weighted; got "
                 "pooling='none' with weighted=True."
             )
+        if self.length_distribution not in LENGTH_DISTRIBUTIONS:
+            raise ValueError(
+                f"Feature {self.name!r}: unknown length_distribution "
+                f"{self.length_distribution!r}; expected one of {LENGTH_DISTRIBUTIONS}."
+            )
+        if self.length_distribution != "uniform" and (self.fixed_length or self.lengths_from):
+            raise ValueError(
+                f"Feature {self.name!r}: length_distribution={self.length_distribution!r} only "
+                "applies to a feature that draws its own lengths (fixed_length=False and no "
+                "lengths_from)."
+            )
+        if self.lengths_from is not None and (self.fixed_length or self.lengths_from == self.name):
+            raise ValueError(
+                f"Feature {self.name!r}: lengths_from={self.lengths_from!r} needs "
+                "fixed_length=False and another feature's name."
+            )
 
 
 def check_tables_and_features(
     model: str, tables: Sequence[TableConfig], features: Sequence[FeatureConfig]
 ) -> None:
-    """Raises ValueError unless names are unique and every feature names an existing table."""
+    """Raises ValueError unless names are unique, every feature names an existing table, and
+    every `lengths_from` names an earlier feature that can lend its lengths."""
     for kind, items in (("table", tables), ("feature", features)):
         names = [item.name for item in items]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"{model}: {kind} names must be unique; repeated: {duplicates}.")
     table_names = {table.name for table in tables}
+    earlier: dict[str, FeatureConfig] = {}
     for feature in features:
         if feature.table not in table_names:
             raise ValueError(
                 f"{model}: feature {feature.name!r} names table {feature.table!r}, which does not "
                 f"exist; tables are {sorted(table_names)}."
             )
+        source = earlier.get(feature.lengths_from) if feature.lengths_from else None
+        if feature.lengths_from and (
+            source is None
+            or source.fixed_length
+            or source.lengths_from
+            or source.capacity != feature.capacity
+        ):
+            raise ValueError(
+                f"{model}: feature {feature.name!r} takes its lengths from "
+                f"{feature.lengths_from!r}, which must be an earlier feature of the same capacity "
+                f"({feature.capacity}) that draws its own lengths (fixed_length=False, no "
+                f"lengths_from); earlier features: {sorted(earlier)}."
+            )
+        earlier[feature.name] = feature
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,13 @@ INSTALL_HINT = "pip install -e '.[torch]' (torch 2.13.0, CPU)"
 # `TorchPredictor(model)`.
 TWINS: dict[str, str] = {
     "dlrm": "recjax.interop.torch_dlrm",
+    "ncf": "recjax.interop.torch_ncf",
+    "wide_deep": "recjax.interop.torch_wide_deep",
+    "multitask_wide_deep": "recjax.interop.torch_multitask_wide_deep",
+    "deepfm": "recjax.interop.torch_deepfm",
+    "dcnv2": "recjax.interop.torch_dcnv2",
+    "din": "recjax.interop.torch_din",
+    "dien": "recjax.interop.torch_dien",
 }
 
 

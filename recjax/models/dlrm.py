@@ -30,7 +30,8 @@ class DLRMConfig(ModelConfig):
       bottom_mlp: output widths of the bottom-MLP layers, e.g. (128, 64) for "256-128-64".
       top_mlp: output widths of the top-MLP layers; the last is 1 (the logit).
       interaction: a name from `recjax.layers.interactions.INTERACTIONS`: "cat" (RMC1-3) or
-        "dot" (the DLRM default).
+        "dot" (the DLRM default); "cross", which takes options, is the dcnv2 family's
+        (`recjax.models.dcnv2.DCNv2Config`).
     """
 
     bottom_mlp: tuple[int, ...]
@@ -65,9 +66,22 @@ class DLRMConfig(ModelConfig):
                 f"{self.name}: every DLRM feature is a pooled bag; got sequence features "
                 f"{sequences}."
             )
-        interaction_class(self.interaction).check_widths(
-            self.bottom_mlp[-1], len(self.features), dims[0]
+        interaction = interaction_class(self.interaction)
+        missing = sorted(set(interaction.OPTIONS) - set(self.interaction_options()))
+        if missing:
+            raise ValueError(
+                f"{self.name}: the {self.interaction!r} interaction takes the options {missing}, "
+                f"which {type(self).__name__} does not set; the dcnv2 presets (DCNv2Config) set "
+                "them for 'cross'."
+            )
+        interaction.check_widths(
+            self.bottom_mlp[-1], len(self.features), dims[0], **self.interaction_options()
         )
+
+    def interaction_options(self) -> dict[str, int]:
+        """The interaction's keyword options beyond the widths (`Interaction.OPTIONS`): none for
+        "cat" and "dot"; a subclass with a parameterized interaction supplies them."""
+        return {}
 
     @property
     def num_features(self) -> int:
@@ -80,7 +94,7 @@ class DLRMConfig(ModelConfig):
     @property
     def top_mlp_in_features(self) -> int:
         return interaction_class(self.interaction).output_width(
-            self.bottom_mlp[-1], self.num_features, self.embedding_dim
+            self.bottom_mlp[-1], self.num_features, self.embedding_dim, **self.interaction_options()
         )
 
     def build(self, rngs: nnx.Rngs) -> "DLRM":
@@ -89,7 +103,7 @@ class DLRMConfig(ModelConfig):
     def dense_flops_per_sample(self) -> int:
         """Bottom MLP, interaction and top MLP."""
         interaction = interaction_class(self.interaction).flops_per_sample(
-            self.bottom_mlp[-1], self.num_features, self.embedding_dim
+            self.bottom_mlp[-1], self.num_features, self.embedding_dim, **self.interaction_options()
         )
         return (
             mlp_flops(self.dense_features, self.bottom_mlp)
@@ -164,7 +178,11 @@ class DLRM(nnx.Module):
             config.tables, config.features, lowering=config.embedding_lowering, rngs=rngs
         )
         self.interaction = interaction_class(config.interaction)(
-            config.bottom_mlp[-1], config.num_features, config.embedding_dim, rngs=rngs
+            config.bottom_mlp[-1],
+            config.num_features,
+            config.embedding_dim,
+            **config.interaction_options(),
+            rngs=rngs,
         )
         self.over_arch = MLP(
             config.top_mlp_in_features,

@@ -59,6 +59,25 @@ def _caches() -> dict[str, str]:
     return caches
 
 
+def last_level_cache(fingerprint: dict[str, object]) -> tuple[str, int]:
+    """(name, bytes) of the highest cache level in the fingerprint, e.g. ("L3", 33554432).
+
+    Raises ValueError when the fingerprint names no cache size (sysfs unreadable).
+    """
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    sizes = {}
+    for name, size in fingerprint.get("caches", {}).items():
+        text = str(size).strip().upper().removesuffix("B")
+        if text[:-1].isdigit() and text[-1] in units:
+            sizes[name] = int(text[:-1]) * units[text[-1]]
+        elif text.isdigit():
+            sizes[name] = int(text)
+    if not sizes:
+        raise ValueError(f"The fingerprint names no cache sizes: {fingerprint.get('caches')}.")
+    name = max(sizes, key=lambda cache: (int(cache[1:2] or 0), sizes[cache]))
+    return name, sizes[name]
+
+
 def _memory_total_bytes() -> int:
     for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):

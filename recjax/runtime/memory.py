@@ -81,6 +81,17 @@ def estimated_peak_bytes(config: ModelConfig, max_batch_size: int) -> int:
     )
 
 
+def sharding_note(config: ModelConfig, available_bytes: int) -> str:
+    """A sentence for a memory error when the parameters alone exceed the memory (else "")."""
+    if config.parameter_bytes <= available_bytes:
+        return ""
+    return (
+        " Its parameters alone exceed this machine's memory: the full model needs its embedding "
+        "tables sharded over several machines, which recjax does not do yet (a later issue adds "
+        "sharding)."
+    )
+
+
 def check_memory(
     config: ModelConfig,
     max_batch_size: int,
@@ -112,6 +123,7 @@ def check_memory(
         suggestion = (
             f" Try a smaller preset: {', '.join(smaller_presets)}." if smaller_presets else ""
         )
+        suggestion += sharding_note(config, available)
         raise InsufficientMemoryError(
             f"{config.name} at batch size {max_batch_size} needs about {needed / GIB:.1f} GiB "
             f"({config.parameter_bytes / GIB:.1f} GiB of parameters{copies}), but only "

@@ -2,12 +2,13 @@
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import jax
 from flax import nnx
 
 from recjax.inputs.features import Features
+from recjax.inputs.id_distributions import IdDistribution
 from recjax.inputs.synthetic import synthetic_features, to_device
 from recjax.runtime.inference import CompiledPredictor, Predictions
 
@@ -20,14 +21,22 @@ class ModelWorkload:
     `variants` different synthetic batches per padded size, used in turn, so that small batches do
     not find the same embedding rows in the cache on every call and the timed path generates
     nothing. The predictor (and its parameters) is shared by all worker threads; it never compiles
-    while serving, because it refuses a batch size it was not compiled for.
+    while serving, because it refuses a batch size it was not compiled for. `ids` gives each
+    table's id distribution (`recjax.inputs.id_distributions`; default uniform).
 
     Example:
         >>> workload = ModelWorkload(model, sizes=(1, 2, 4, 8), seed=0, variants=8)
         >>> workload(8)   # {head: [8] probabilities}, returned once every head is ready
     """
 
-    def __init__(self, model: nnx.Module, sizes: Iterable[int], seed: int, variants: int):
+    def __init__(
+        self,
+        model: nnx.Module,
+        sizes: Iterable[int],
+        seed: int,
+        variants: int,
+        ids: Mapping[str, IdDistribution] | None = None,
+    ):
         if variants < 1:
             raise ValueError(f"variants must be >= 1; got {variants}.")
         self.predictor = CompiledPredictor(model)
@@ -38,7 +47,11 @@ class ModelWorkload:
         for size in self.sizes:
             self.predictor.compile(size)
             self.inputs[size] = [
-                to_device(synthetic_features(config, size, seed=seed + 1_000_003 * variant + size))
+                to_device(
+                    synthetic_features(
+                        config, size, seed=seed + 1_000_003 * variant + size, ids=ids
+                    )
+                )
                 for variant in range(variants)
             ]
         self.setup_seconds = time.perf_counter() - start

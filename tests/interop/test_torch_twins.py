@@ -3,6 +3,7 @@
 import dataclasses
 import importlib
 import os
+import re
 import subprocess
 import sys
 
@@ -39,8 +40,22 @@ class ToyModel:
 
 
 def test_every_twin_belongs_to_a_registered_family():
-    assert torch_twins.TWINS == {"dlrm": "recjax.interop.torch_dlrm"}
+    assert torch_twins.TWINS["dlrm"] == "recjax.interop.torch_dlrm"
+    assert torch_twins.TWINS["ncf"] == "recjax.interop.torch_ncf"
+    assert torch_twins.TWINS["deepfm"] == "recjax.interop.torch_deepfm"
+    assert torch_twins.TWINS["dcnv2"] == "recjax.interop.torch_dcnv2"
+    assert torch_twins.TWINS["din"] == "recjax.interop.torch_din"
     assert set(torch_twins.TWINS) <= set(registry.FAMILIES)
+    assert set(torch_twins.TWINS) <= set(registry.FAMILIES)
+
+
+@pytest.mark.parametrize("name", ["ncf-tiny", "wnd-tiny", "mtwnd-tiny"])
+def test_the_zoo_presets_have_a_twin_of_their_family(name):
+    pytest.importorskip("torch", reason="torch is an optional extra: pip install -e '.[torch]'")
+    config = configs.get(name)
+    assert torch_twins.has_torch_twin(config) is True
+    module = importlib.import_module(torch_twins.TWINS[registry.family_of(config)])
+    assert hasattr(module, "TorchPredictor")
 
 
 @pytest.mark.parametrize("name", ["rmc1-tiny", "rmc2-tiny", "rmc3-tiny"])
@@ -58,7 +73,8 @@ def test_the_dlrm_twin_is_found_and_runs_the_model():
 
 
 def test_an_unregistered_family_class_is_refused_with_the_registered_ones():
-    message = r"ToyConfig is not a registered model family; registered: \['dlrm'\]"
+    registered = re.escape(str(sorted(registry.FAMILIES)))
+    message = rf"ToyConfig is not a registered model family; registered: {registered}"
     with pytest.raises(ValueError, match=message):
         torch_twins.has_torch_twin(TOY)
     with pytest.raises(ValueError, match=message):
@@ -70,7 +86,8 @@ def test_a_family_without_a_twin_is_refused_with_the_families_that_have_one(monk
     assert torch_twins.has_torch_twin(TOY) is False
     with pytest.raises(
         ValueError,
-        match=r"toy: the model family 'toy' has no PyTorch twin; families with one: \['dlrm'\]",
+        match=rf"toy: the model family 'toy' has no PyTorch twin; families with one: "
+        rf"{re.escape(str(sorted(torch_twins.TWINS)))}",
     ):
         torch_twins.torch_predictor(ToyModel(TOY))
 

@@ -8,10 +8,12 @@ interaction (a parameterized one such as a cross network) is one new file and on
 
 from recjax.layers.interactions.base import Interaction as Interaction
 from recjax.layers.interactions.cat import CatInteraction as CatInteraction
+from recjax.layers.interactions.cross import CrossInteraction as CrossInteraction
 from recjax.layers.interactions.dot import DotInteraction as DotInteraction
 
 INTERACTIONS: dict[str, type[Interaction]] = {
     "cat": CatInteraction,
+    "cross": CrossInteraction,
     "dot": DotInteraction,
 }
 

@@ -8,8 +8,13 @@ class Interaction(nnx.Module):
     """dense [B, H] and pooled embeddings [B, T, D] -> [B, W].
 
     Subclasses implement `__call__`, `output_width` and `flops_per_sample`; `check_widths` raises
-    ValueError for widths the interaction cannot take.
+    ValueError for widths the interaction cannot take. A parameterized interaction may take
+    keyword options beyond the widths (the cross network's layers and rank): it names them in
+    `OPTIONS`, and its constructor and class methods take them by those names.
     """
+
+    # The keyword options the constructor and the class methods take beyond the widths.
+    OPTIONS: tuple[str, ...] = ()
 
     def __init__(self, dense_width: int, num_features: int, dim: int, *, rngs: nnx.Rngs):
         self.check_widths(dense_width, num_features, dim)
