@@ -35,7 +35,8 @@ def table_weight(embeddings: EmbeddingCollection, table: str) -> np.ndarray:
 
 def linear_state(prefix: str, layer: nnx.Linear) -> dict[str, np.ndarray]:
     """{prefix.weight: [out, in], prefix.bias: [out]} of one layer (no bias key without a bias)."""
-    state = {f"{prefix}.weight": np.ascontiguousarray(np.asarray(layer.kernel[...]).T)}
+    kernel = np.asarray(layer.kernel[...], np.float32)  # bfloat16 kernels widen exactly
+    state = {f"{prefix}.weight": np.ascontiguousarray(kernel.T)}
     if layer.bias is not None:
         state[f"{prefix}.bias"] = np.asarray(layer.bias[...])
     return state

@@ -58,3 +58,17 @@ def test_every_twin_runs_an_int8_model(name):
     got = torch_predictor(model)(batch)
     for head, probabilities in expected.items():
         np.testing.assert_allclose(got[head], np.asarray(probabilities), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rmc2-tiny", "dcnv2-tiny"])
+def test_twins_of_bfloat16_mlps_widen_the_kernels(name):
+    pytest.importorskip("torch", reason="torch is an optional extra: pip install -e '.[torch]'")
+    from recjax.interop.torch_twins import torch_predictor
+
+    config = dataclasses.replace(configs.get(name), mlp_dtype="bfloat16", table_dtype="int4")
+    model = config.build(nnx.Rngs(3))
+    batch = to_device(synthetic_features(config, 4, seed=4))
+    expected = CompiledPredictor(model, [4])(batch)
+    got = torch_predictor(model)(batch)
+    for head, probabilities in expected.items():
+        np.testing.assert_allclose(got[head], np.asarray(probabilities), rtol=1e-4, atol=1e-6)
