@@ -26,6 +26,7 @@ native = setuptools.Extension(
     "recjax.native._kernels",
     sources=[
         "recjax/native/embedding_bag.cc",
+        "recjax/native/bfloat16_matmul.cc",
         "recjax/native/probes.cc",
         "recjax/native/sparse_update.cc",
     ],

@@ -135,14 +135,21 @@ def start_on_cpu() -> None:
 
 
 def check_memory_or_exit(
-    config: ModelConfig, max_batch_size: int, extra_parameter_copies: int = 0
+    config: ModelConfig, max_batch_size: int, extra_parameter_copies: int = 0, extra_bytes: int = 0
 ) -> int:
     """The bytes the run needs; exits with the memory error if short, naming the smaller presets
-    to try (`configs.smaller_presets`: e.g. dcnv2 for dcnv2-full, and the -tiny variant)."""
+    to try (`configs.smaller_presets`: e.g. dcnv2 for dcnv2-full, and the -tiny variant).
+
+    `extra_parameter_copies` and `extra_bytes` count what the run holds beside the model (see
+    `recjax.runtime.memory.check_memory`)."""
     smaller = configs.smaller_presets(config.name)
     try:
         return check_memory(
-            config, max_batch_size, smaller, extra_parameter_copies=extra_parameter_copies
+            config,
+            max_batch_size,
+            smaller,
+            extra_parameter_copies=extra_parameter_copies,
+            extra_bytes=extra_bytes,
         )
     except InsufficientMemoryError as error:
         sys.exit(f"error: {error}")

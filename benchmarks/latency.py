@@ -3,6 +3,7 @@ r"""Compiled (jit) versus eager inference latency of one preset, per batch size.
     python -m benchmarks.latency --model=rmc2
     python -m benchmarks.latency --model=rmc3-tiny --batch_sizes=1,64 --modes=jit
     python -m benchmarks.latency --model=rmc1 --modes=jit,torch   # needs pip install -e '.[torch]'
+    python -m benchmarks.latency --model=rmc2 --override=table_dtype=int8 --modes=jit,torchrec
     python -m benchmarks.latency --model=rmc2-tiny --override=top_mlp=512,256,1
     python -m benchmarks.latency --model=rmc2 --modes=jit --ids=zipf:1.05
     python -m benchmarks.latency --model=dcnv2-full-scaled --processes=4 \
@@ -35,8 +36,9 @@ from benchmarks import flags as shared
 from recjax.bench import latency_bound, latency_sweep, sharded_latency
 from recjax.bench.timing import TimingBudget
 from recjax.inputs import id_distributions, locality
-from recjax.interop import torch_twins
+from recjax.interop import torch_twins, torchrec_twins
 from recjax.layers.embedding_bag import resolve_lowering
+from recjax.models.family import float32_config
 from recjax.parallel import launch, planner
 from recjax.parallel.sharded_collection import MemoryBudgetError
 from recjax.parallel.sharding import MeshShape
@@ -65,7 +67,9 @@ _MODES = flags.DEFINE_list(
     ["jit", "eager"],
     "Comma-separated modes: jit (AOT-compiled for the CPU backend), eager (the same function op "
     "by op under jax.disable_jit), torch (the same weights in the family's eager PyTorch twin, "
-    "for families that have one; needs the torch extra; timed with the jit budget).",
+    "for families that have one; needs the torch extra; timed with the jit budget), torchrec "
+    "(the same weights in TorchRec's quantized inference model: int8 row-wise tables over "
+    "FBGEMM, float32 MLPs; needs the torchrec extra; timed with the jit budget).",
 )
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed jit calls per batch size before timing.")
 _MIN_ITERATIONS = flags.DEFINE_integer("min_iterations", 50, "Fewest timed jit calls.")
@@ -273,22 +277,30 @@ def main(argv: list[str]) -> None:
     except (ValueError, RuntimeError) as error:
         raise app.UsageError(str(error)) from error
     thread_counts = {"usable_cores": len(os.sched_getaffinity(0))}
-    if "torch" in settings.modes:
-        if not torch_twins.has_torch_twin(config):
-            raise app.UsageError(f"--modes=torch: {config.name} has no PyTorch twin.")
+    peers = [mode for mode in ("torch", "torchrec") if mode in settings.modes]
+    if "torch" in settings.modes and not torch_twins.has_torch_twin(config):
+        raise app.UsageError(f"--modes=torch: {config.name} has no PyTorch twin.")
+    if "torchrec" in settings.modes and not torchrec_twins.has_torchrec_twin(config):
+        raise app.UsageError(f"--modes=torchrec: {config.name} has no TorchRec twin.")
+    if peers:
         if shared.HUGE_PAGES.value:
             # PyTorch's CPU allocator asks for huge pages when this is set before its first
             # allocation: both frameworks then hold their tables in 2 MiB pages.
             os.environ.setdefault(TORCH_HUGE_PAGES_VARIABLE, "1")
         try:
             torch_twins.require_torch()  # torch is an optional extra
+            if "torchrec" in peers:
+                torchrec_twins.require_torchrec()
         except ImportError as error:
-            sys.exit(f"error: --modes=torch: {error}")
+            sys.exit(f"error: --modes={','.join(peers)}: {error}")
         thread_counts.update(torch_twins.set_torch_threads(thread_counts["usable_cores"]))
+    # The peers hold float32 copies of the weights (torch: all of them; TorchRec: while it
+    # quantizes its tables, beside their int8 copy, counted as one more float32 copy).
+    float32_bytes = float32_config(config).parameter_bytes
     needed = shared.check_memory_or_exit(
         config,
         max(settings.batch_sizes),
-        extra_parameter_copies=int("torch" in settings.modes),  # torch's own copy
+        extra_bytes=float32_bytes * (int("torch" in peers) + 2 * int("torchrec" in peers)),
     )
     try:
         reporter = RunReporter.start("latency", config, shared.LOGDIR.value, sys.argv)
@@ -305,6 +317,13 @@ def main(argv: list[str]) -> None:
             f"; torch {thread_counts['torch_version']} "
             f"set_num_threads({thread_counts['torch_num_threads']}), "
             f"set_num_interop_threads({thread_counts['torch_num_interop_threads']})"
+        )
+    if "torchrec" in peers:
+        thread_counts["fbgemm_gpu_cpu_version"] = torchrec_twins.fbgemm_version()
+        thread_counts["torchrec_threads"] = torchrec_twins.THREAD_NOTE
+        threads_line += (
+            f"\n         fbgemm-gpu-cpu {thread_counts['fbgemm_gpu_cpu_version']}: "
+            f"{torchrec_twins.THREAD_NOTE}"
         )
     print(threads_line)
     # Other processes on the same cores slow every mode (torch's OpenMP threads most): say so.

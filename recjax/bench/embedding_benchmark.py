@@ -108,10 +108,17 @@ def _torch_unsupported(feature: FeatureConfig) -> str | None:
 def torch_supports(config: ModelConfig) -> tuple[bool, str]:
     """Whether the torch comparison can run on `config`'s features, and why not if it cannot.
 
-    The comparison is one nn.EmbeddingBag(mode="sum") per feature on [B, C] ids: it computes only
-    sum-pooled, fixed-length, unweighted bags, and it times all of the model's features or none
-    (a subset would gather other bytes than the lowerings it is compared with).
+    The comparison is one nn.EmbeddingBag(mode="sum") per feature on [B, C] ids, viewing the
+    model's float32 tables: it computes only sum-pooled, fixed-length, unweighted bags over float32
+    tables, and it times all of the model's features or none (a subset would gather other bytes
+    than the lowerings it is compared with).
     """
+    stored = sorted({table.dtype for table in config.tables} - {"float32"})
+    if stored:
+        return False, (
+            f"{config.name} has {', '.join(stored)} tables; the torch comparison views float32 "
+            "tables (TorchRec's int8 tables: benchmarks.latency --modes=torchrec)"
+        )
     unsupported = {
         feature.name: reason
         for feature in config.features
@@ -165,11 +172,19 @@ def measure_gather_ceiling(
     """
     group = largest_group(collection)
     table = np.asarray(collection.table_buffers()[group])  # a read-only view: no copy
+    rows, width = table.shape
+    row_bytes = width * table.dtype.itemsize
+    if table.dtype != np.float32:
+        # Rows of other dtypes (quantized: uint8) are read as float32 words: the probe then moves
+        # exactly the bytes of each row, from the same memory.
+        if row_bytes % 4:
+            raise ValueError(
+                f"The gather ceiling reads rows as float32 words; group {group} has "
+                f"{row_bytes}-byte rows, not a multiple of 4."
+            )
+        table = table.view(np.float32)
     ceiling = gather_ceiling(table, rows_to_gather, threads, repeats)
-    rows, dim = table.shape
-    source = (
-        f"the largest table group {group} ({rows:,} rows of {dim * table.dtype.itemsize} bytes)"
-    )
+    source = f"the largest table group {group} ({rows:,} rows of {row_bytes} bytes)"
     return ceiling, source
 
 

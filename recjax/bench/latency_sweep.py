@@ -7,6 +7,9 @@ Modes:
   torch  the same weights and inputs in the family's eager PyTorch twin
          (`recjax.interop.torch_twins`; the DLRM's has one nn.EmbeddingBag per table), timed with
          the jit budget; needs the optional torch extra.
+  torchrec  the same weights (tables read as float32) in TorchRec's quantized inference model,
+         int8 row-wise tables over FBGEMM (`recjax.interop.torchrec_twins`), timed with the jit
+         budget; needs the optional torchrec extra.
 
 Every family goes through the same code: predictions are {head: probabilities [B]}, and the
 difference from jit is the largest over all heads.
@@ -27,7 +30,9 @@ from recjax.models.overrides import overridable_fields
 from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime.inference import CompiledPredictor, EagerPredictor
 
-MODES = ("jit", "eager", "torch")
+MODES = ("jit", "eager", "torch", "torchrec")
+# Modes compared with jit in the table and the summaries: their p50 over jit's.
+PEERS = ("torch", "torchrec")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +120,11 @@ def run_sweep(
 
         progress(f"{config.name}: copying the weights into the PyTorch model ...")
         predictors["torch"] = torch_predictor(model)
+    if "torchrec" in settings.modes:
+        from recjax.interop.torchrec_twins import torchrec_predictor  # an optional extra
+
+        progress(f"{config.name}: loading the weights into TorchRec and quantizing to int8 ...")
+        predictors["torchrec"] = torchrec_predictor(model)
     total = len(settings.batch_sizes) * len(settings.modes)
     measurements = []
     for batch_size in settings.batch_sizes:
@@ -132,7 +142,7 @@ def run_sweep(
                 compile_seconds = predictor.compile(batch_size)
             progress(f"{step}: timing ...")
             # torch takes its own tensors, made once outside the timed calls like `batch` itself.
-            inputs = predictor.prepare(batch) if mode == "torch" else batch
+            inputs = predictor.prepare(batch) if mode in PEERS else batch
             output = _as_arrays(predictor(inputs))
             latencies = time_calls(lambda: predictor(inputs), settings.budget(mode))  # noqa: B023
             difference = None
@@ -164,15 +174,17 @@ def speedups(measurements: list[Measurement], baseline: str = "eager") -> dict[i
 def format_table(config: ModelConfig, measurements: list[Measurement]) -> str:
     """The results as a fixed-width table, one row per (mode, batch size).
 
-    "jit speedup" is the eager p50 over the jit p50; "torch/jit" (shown when torch was measured) the
-    PyTorch p50 over the jit p50: above 1, recjax is faster.
+    "jit speedup" is the eager p50 over the jit p50; "torch/jit" and "torchrec/jit" (shown when
+    that mode was measured) the peer's p50 over the jit p50: above 1, recjax is faster.
     """
     speedup = speedups(measurements)
-    over_torch = speedups(measurements, baseline="torch")
+    over_peers = {
+        peer: ratios for peer in PEERS if (ratios := speedups(measurements, baseline=peer))
+    }
     header = (
-        f"{'mode':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
+        f"{'mode':<9}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}"
         f"{'samples/s':>12}{'compile s':>11}{'calls':>7}{'jit speedup':>13}"
-        + (f"{'torch/jit':>11}" if over_torch else "")
+        + "".join(f"{peer + '/jit':>14}" for peer in over_peers)
     )
     lines = [f"{config.name}: {config.architecture_summary()}", header, "-" * len(header)]
     for m in sorted(measurements, key=lambda m: (MODES.index(m.mode), m.batch_size)):
@@ -181,15 +193,14 @@ def format_table(config: ModelConfig, measurements: list[Measurement]) -> str:
         speedup_text = (
             f"{speedup[m.batch_size]:.1f}x" if m.mode == "jit" and m.batch_size in speedup else "-"
         )
-        torch_text = (
-            f"{over_torch[m.batch_size]:.2f}x"
-            if m.mode == "jit" and m.batch_size in over_torch
-            else "-"
-        )
+        peer_texts = [
+            f"{ratios[m.batch_size]:.2f}x" if m.mode == "jit" and m.batch_size in ratios else "-"
+            for ratios in over_peers.values()
+        ]
         lines.append(
-            f"{m.mode:<6}{m.batch_size:>6}{s.p50_ms:>10.3f}{s.p90_ms:>10.3f}{s.p99_ms:>10.3f}"
+            f"{m.mode:<9}{m.batch_size:>6}{s.p50_ms:>10.3f}{s.p90_ms:>10.3f}{s.p99_ms:>10.3f}"
             f"{s.mean_ms:>10.3f}{m.throughput_samples_per_s:>12,.0f}{compile_text:>11}"
-            f"{s.iterations:>7}{speedup_text:>13}" + (f"{torch_text:>11}" if over_torch else "")
+            f"{s.iterations:>7}{speedup_text:>13}" + "".join(f"{text:>14}" for text in peer_texts)
         )
     return "\n".join(lines)
 
@@ -212,7 +223,7 @@ def write_summaries(
         writer.histogram(f"{m.mode}/latency_ms", m.latencies_s * 1e3, m.batch_size)
         if m.compile_seconds is not None:
             writer.scalar(f"{m.mode}/compile_seconds", m.compile_seconds, m.batch_size)
-    for baseline in ("eager", "torch"):
+    for baseline in ("eager", *PEERS):
         for batch_size, value in speedups(measurements, baseline).items():
             writer.scalar(f"speedup/jit_over_{baseline}_p50", value, batch_size)
     writer.hparams(hparams, trial_id=trial_id)
@@ -226,6 +237,8 @@ def hparams_of(config: ModelConfig, settings: SweepSettings) -> dict[str, bool |
     fields = {}
     for name in overridable_fields(config):
         value = getattr(config, name)
+        if value is None:  # an unset optional field (table_dtype: each table keeps its own)
+            continue
         fields[name] = "-".join(map(str, value)) if isinstance(value, tuple) else value
     return {
         **fields,
@@ -233,6 +246,7 @@ def hparams_of(config: ModelConfig, settings: SweepSettings) -> dict[str, bool |
         "tables": len(config.tables),
         "sparse_features": len(config.features),
         "lookups_per_sample": config.lookups_per_sample,
+        "table_dtypes": ",".join(sorted({table.dtype for table in config.tables})),
         "batch_sizes": ",".join(map(str, settings.batch_sizes)),
         "modes": ",".join(settings.modes),
         "seed": settings.seed,

@@ -24,7 +24,17 @@ from typing import Any
 import jax
 import numpy as np
 
-TABLE_DTYPES = ("float32",)
+# How a table's rows are stored (recjax.layers.quantization holds the codecs; docs/design/
+# quantized-tables.md the layouts): floats as [N, D] arrays of their type; "int8" and "int4" as
+# row-wise quantized uint8 rows [N, W] holding the D codes (int4: two per byte, low nibble first)
+# followed by the row's float32 scale and bias (value = code * scale + bias).
+TABLE_DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
+FLOAT_TABLE_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}  # bytes per value
+QUANTIZED_TABLE_DTYPES = {"int8": 8, "int4": 4}  # bits per code
+SCALE_BIAS_BYTES = 8  # a float32 scale and a float32 bias after the codes of a quantized row
+# Stored rows may be padded to a multiple of this many bytes (TableConfig.row_alignment), so that
+# rows sit on fewer cache lines: a power of two up to 256; 1 packs them.
+MAX_ROW_ALIGNMENT = 256
 POOLINGS = ("sum", "mean", "none")
 # How synthetic inputs draw the lengths of a feature that is not fixed-length (see
 # `recjax.inputs.synthetic.LENGTH_SAMPLERS`).
@@ -39,13 +49,19 @@ class TableConfig:
       name: unique within a model; features name it in `FeatureConfig.table`.
       num_rows: rows of the table; ids of its features lie in [0, num_rows).
       dim: D, the width of a row.
-      dtype: how rows are stored ("float32").
+      dtype: how rows are stored: one of TABLE_DTYPES ("float32", "float16", "bfloat16", or
+        row-wise quantized "int8" or "int4"); lookups always pool in float32.
+      row_alignment: each stored row is padded with zeros to a multiple of this many bytes (a
+        power of two up to 256; 1: packed). With 64-byte rows in a 64-byte aligned buffer every
+        row is exactly one cache line (an int8 row of dim 32 is 40 bytes packed, and spans two
+        lines 39 times in 64).
     """
 
     name: str
     num_rows: int
     dim: int
     dtype: str = "float32"
+    row_alignment: int = 1
 
     def __post_init__(self):
         if self.num_rows <= 0 or self.dim <= 0:
@@ -58,14 +74,38 @@ class TableConfig:
                 f"Table {self.name!r}: unknown dtype {self.dtype!r}; expected one of "
                 f"{TABLE_DTYPES}."
             )
+        alignment = self.row_alignment
+        if not 1 <= alignment <= MAX_ROW_ALIGNMENT or alignment & (alignment - 1):
+            raise ValueError(
+                f"Table {self.name!r}: row_alignment must be a power of two from 1 to "
+                f"{MAX_ROW_ALIGNMENT}; got {alignment}."
+            )
 
     @property
     def row_bytes(self) -> int:
-        return self.dim * np.dtype(self.dtype).itemsize
+        """Bytes of one stored row: a quantized row's scale and bias, and padding, included."""
+        return row_bytes(self.dim, self.dtype, self.row_alignment)
 
     @property
     def num_bytes(self) -> int:
         return self.num_rows * self.row_bytes
+
+
+def packed_row_bytes(dim: int, dtype: str) -> int:
+    """Bytes of one row of `dim` values without padding: D x 4 (float32), D x 2 (float16,
+    bfloat16), D + 8 (int8) or ceil(D / 2) + 8 (int4), the last two with their float32 scale and
+    bias."""
+    if dtype in FLOAT_TABLE_DTYPES:
+        return dim * FLOAT_TABLE_DTYPES[dtype]
+    if dtype in QUANTIZED_TABLE_DTYPES:
+        codes_per_byte = 8 // QUANTIZED_TABLE_DTYPES[dtype]
+        return -(-dim // codes_per_byte) + SCALE_BIAS_BYTES
+    raise ValueError(f"Unknown table dtype {dtype!r}; expected one of {TABLE_DTYPES}.")
+
+
+def row_bytes(dim: int, dtype: str, row_alignment: int = 1) -> int:
+    """Bytes of one stored row: `packed_row_bytes` rounded up to a multiple of `row_alignment`."""
+    return -(-packed_row_bytes(dim, dtype) // row_alignment) * row_alignment
 
 
 @dataclasses.dataclass(frozen=True)

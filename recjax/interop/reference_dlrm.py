@@ -19,6 +19,11 @@ every bottom layer, ReLU between top layers, sigmoid after the last; the "dot" i
 bottom-MLP output first, then the features in order, and appends the products z_i . z_j for j < i
 in row order after the bottom-MLP output.
 
+The reference's tables and weights are float32: a model with tables of another dtype (float16,
+bfloat16, int8 or int4 row-wise) exports each table read as float32 (decoded: a copy), and a state
+dict imported into such a config is stored in its dtypes (rounded or quantized, table by table);
+bfloat16 MLP kernels export as float32 and import rounded.
+
 A state dict holds weights only: how the bags pool (sum or mean, weighted or not, fixed or ragged)
 is the config's, and `recjax.interop.torch_dlrm` says which configs the PyTorch twin runs. The state
 dict is pure NumPy: torch is not needed to export or import (torch tensors are accepted as values).
@@ -34,6 +39,7 @@ from flax import nnx
 
 from recjax.inputs.features import TableConfig
 from recjax.layers.embedding_collection import EmbeddingCollection
+from recjax.layers.quantization import RowFormat
 from recjax.models.dlrm import DLRM, DLRMConfig
 from recjax.models.family import abstract_model
 
@@ -82,26 +88,50 @@ def expected_shapes(config: DLRMConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def export_reference_state_dict(model: DLRM) -> dict[str, np.ndarray]:
-    """The model's parameters under the reference DLRM's keys and layouts.
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _decoded_rows(stacked: jax.Array, first_row: jax.Array, num_rows: int, row_format: RowFormat):
+    rows = jax.lax.dynamic_slice(stacked, (first_row, 0), (num_rows, stacked.shape[1]))
+    return row_format.decode(rows)
 
-    The tables are read-only NumPy views of the model's stacked group buffers (no copy: 4.1 GB for
-    rmc1 and rmc2); the MLP weights are transposed copies (small).
-    """
+
+def reference_table(model: DLRM, index: int) -> np.ndarray:
+    """The float32 table `emb_l.<index>` of the model: a read-only NumPy view of its stacked
+    buffer for a float32 table, its rows decoded to float32 (a copy) for other dtypes."""
+    table = reference_tables(model.config)[index]
     sparse_arch = model.sparse_arch
-    # [N, D] per group, views of the device buffers.
-    stacked = {group: np.asarray(buffer) for group, buffer in sparse_arch.table_buffers().items()}
+    group = sparse_arch.table_group[table.name]
+    first_row = sparse_arch.table_offset[table.name]
+    buffer = sparse_arch.table_buffers()[group]
+    if table.dtype == "float32":
+        return np.asarray(buffer)[first_row : first_row + table.num_rows]
+    decoded = _decoded_rows(
+        buffer, jnp.int32(first_row), table.num_rows, sparse_arch.row_formats[group]
+    )
+    return np.asarray(decoded)
+
+
+def export_reference_state_dict(model: DLRM) -> dict[str, np.ndarray]:
+    """The model's parameters under the reference DLRM's keys and layouts, in float32.
+
+    Float32 tables are read-only NumPy views of the model's stacked group buffers (no copy: 4.1 GB
+    for rmc1 and rmc2); tables of other dtypes are decoded copies (`reference_table`); the MLP
+    weights are transposed float32 copies (small).
+    """
+    state_dict = {
+        f"emb_l.{index}.weight": reference_table(model, index)
+        for index in range(len(reference_tables(model.config)))
+    }
+    return {**state_dict, **export_mlp_state_dict(model)}
+
+
+def export_mlp_state_dict(model: DLRM) -> dict[str, np.ndarray]:
+    """The MLP weights alone (`bot_l.*`, `top_l.*`), as `export_reference_state_dict` gives them."""
     state_dict = {}
-    for index, table in enumerate(reference_tables(model.config)):
-        first_row = sparse_arch.table_offset[table.name]
-        rows = sparse_arch.table_rows[table.name]
-        group = stacked[sparse_arch.table_group[table.name]]
-        state_dict[f"emb_l.{index}.weight"] = group[first_row : first_row + rows]
     for attribute, prefix in MLP_PREFIXES.items():
         for layer_index, layer in enumerate(getattr(model, attribute).layers):
-            kernel = np.asarray(layer.kernel[...])  # [in, out]
+            kernel = np.asarray(layer.kernel[...], np.float32)  # [in, out]
             state_dict[f"{prefix}.{2 * layer_index}.weight"] = np.ascontiguousarray(kernel.T)
-            state_dict[f"{prefix}.{2 * layer_index}.bias"] = np.array(layer.bias[...])
+            state_dict[f"{prefix}.{2 * layer_index}.bias"] = np.array(layer.bias[...], np.float32)
     return state_dict
 
 
@@ -145,9 +175,11 @@ def check_state_dict(config: DLRMConfig, state_dict: Mapping[str, object]) -> No
             )
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _write_rows(stacked: jax.Array, block: jax.Array, first_row: jax.Array) -> jax.Array:
-    return jax.lax.dynamic_update_slice(stacked, block, (first_row, 0))
+@functools.partial(jax.jit, donate_argnums=0, static_argnums=3)
+def _write_rows(
+    stacked: jax.Array, block: jax.Array, first_row: jax.Array, row_format: RowFormat
+) -> jax.Array:
+    return jax.lax.dynamic_update_slice(stacked, row_format.encode(block), (first_row, 0))
 
 
 def _filled_group(
@@ -158,18 +190,22 @@ def _filled_group(
     shape: tuple[int, ...],
     dtype: np.dtype,
 ) -> jax.Array:
-    """The [N, D] buffer of one table group, filled table by table into one donated device buffer.
+    """The [N, W] buffer of one table group, filled table by table into one donated device buffer.
 
     Table t goes to rows [table_offset[t], table_offset[t] + table_rows[t]) of its group, as the
-    model lays it out. The peak is the buffer plus one table in flight, beside the caller's state
-    dict (no second host copy of the tables is made, unless a table needs a dtype conversion).
+    model lays it out, stored in the group's row format (float32 values rounded or quantized).
+    The peak is the buffer plus one table in flight, beside the caller's state dict (no second
+    host copy of the tables is made, unless a table needs a conversion to float32).
     """
+    row_format = sparse_arch.row_formats[group]
     stacked = jax.jit(lambda: jnp.zeros(shape, dtype))()
     for index, table in enumerate(reference_tables(config)):
         if sparse_arch.table_group[table.name] != group:
             continue
-        block = np.asarray(_as_numpy(state_dict[f"emb_l.{index}.weight"]), dtype)
-        stacked = _write_rows(stacked, block, jnp.int32(sparse_arch.table_offset[table.name]))
+        block = np.asarray(_as_numpy(state_dict[f"emb_l.{index}.weight"]), np.float32)
+        stacked = _write_rows(
+            stacked, block, jnp.int32(sparse_arch.table_offset[table.name]), row_format
+        )
     return stacked
 
 
@@ -200,6 +236,7 @@ def import_reference_state_dict(config: DLRMConfig, state_dict: Mapping[str, obj
             key = f"{MLP_PREFIXES[attribute]}.{2 * layer_index}.{suffix}"
             array = np.asarray(_as_numpy(state_dict[key]), np.float32)
             value = jnp.asarray(array.T if name == "kernel" else array)  # kernel = W^T
+            value = value.astype(variable.dtype)  # bfloat16 kernels are rounded
         else:
             raise ValueError(f"No reference-DLRM key maps to the model parameter {path}.")
         if value.shape != variable.shape or value.dtype != variable.dtype:

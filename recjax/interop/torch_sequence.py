@@ -24,6 +24,7 @@ from recjax.inputs.checks import (
     inputs_valid,
 )
 from recjax.inputs.features import Features
+from recjax.interop.tables import table_array
 from recjax.interop.torch_twins import require_torch
 from recjax.layers.activations import FeedForward
 from recjax.models.behaviour_sequence import BehaviourSequenceConfig
@@ -104,15 +105,12 @@ def embeddings(config: BehaviourSequenceConfig) -> nn.ModuleDict:
 
 
 def export_tables(model) -> dict[str, np.ndarray]:
-    """{"embeddings.<table>.weight": [rows, D]}: read-only NumPy views of the stacked buffers."""
-    sparse_arch = model.sparse_arch
-    stacked = {group: np.asarray(buffer) for group, buffer in sparse_arch.table_buffers().items()}
-    state = {}
-    for table in model.config.tables:
-        first = sparse_arch.table_offset[table.name]
-        group = stacked[sparse_arch.table_group[table.name]]
-        state[f"embeddings.{table.name}.weight"] = group[first : first + table.num_rows]
-    return state
+    """{"embeddings.<table>.weight": [rows, D] float32}: read-only NumPy views of the stacked
+    buffers (decoded copies of tables not stored as packed float32)."""
+    return {
+        f"embeddings.{table.name}.weight": table_array(model.sparse_arch, table.name)
+        for table in model.config.tables
+    }
 
 
 def export_feed_forward(module: FeedForward, prefix: str, name: str) -> dict[str, np.ndarray]:

@@ -172,7 +172,7 @@ def export_torchrec_state_dict(model: DLRM) -> dict[str, np.ndarray]:
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         if path[0] == "sparse_arch":
             continue
-        value = np.asarray(variable[...])
+        value = np.asarray(variable[...], np.float32)  # bfloat16 kernels widen exactly
         if path[-1] == "kernel":
             value = np.ascontiguousarray(value.T)  # flax [in, out] -> torch [out, in]
         values[_key_of(config, path)] = np.array(value)
@@ -236,6 +236,7 @@ def import_torchrec_state_dict(config: DCNv2Config, state_dict: Mapping[str, obj
         else:
             array = np.asarray(as_numpy(state_dict[_key_of(config, path)]), np.float32)
             value = jnp.asarray(array.T if path[-1] == "kernel" else array)
+            value = value.astype(variable.dtype)  # bfloat16 MLP kernels are rounded
         if value.shape != variable.shape or value.dtype != variable.dtype:
             # The preset and the model disagree: a recjax bug.
             raise AssertionError(

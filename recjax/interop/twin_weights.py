@@ -21,21 +21,22 @@ from recjax.inputs.checks import (
     inputs_valid,
 )
 from recjax.inputs.features import Features
+from recjax.interop.tables import table_array
 from recjax.layers.embedding_collection import EmbeddingCollection
 from recjax.layers.mlp import MLP
 from recjax.models.family import ModelConfig
 
 
 def table_weight(embeddings: EmbeddingCollection, table: str) -> np.ndarray:
-    """[rows, D] the rows of `table` in its group's stacked buffer (a view)."""
-    stacked = np.asarray(embeddings.tables[embeddings.table_group[table]][...])
-    first = embeddings.table_offset[table]
-    return stacked[first : first + embeddings.table_rows[table]]
+    """[rows, D] float32 rows of `table`: a view of its group's stacked buffer, or a decoded copy
+    for a table not stored as packed float32 (`recjax.interop.tables.table_array`)."""
+    return table_array(embeddings, table)
 
 
 def linear_state(prefix: str, layer: nnx.Linear) -> dict[str, np.ndarray]:
     """{prefix.weight: [out, in], prefix.bias: [out]} of one layer (no bias key without a bias)."""
-    state = {f"{prefix}.weight": np.ascontiguousarray(np.asarray(layer.kernel[...]).T)}
+    kernel = np.asarray(layer.kernel[...], np.float32)  # bfloat16 kernels widen exactly
+    state = {f"{prefix}.weight": np.ascontiguousarray(kernel.T)}
     if layer.bias is not None:
         state[f"{prefix}.bias"] = np.asarray(layer.bias[...])
     return state

@@ -3,11 +3,16 @@
 Shapes: `B` batch, `K` sparse features, `T` features pooled in one call, `C` capacity, `S` sequence
 length, `D` embedding dim, `N` rows of a stacked buffer.
 
-Tables of one (dim, dtype) share one stacked [N, D] buffer (FBGEMM's table-batched layout), a
-parameter named after the group ("d64_float32"). The features are looked up group by group:
-pooled features of one group, capacity, pooling and weighting go to one lowering call as a
-[B, T, C] block; sequence features are gathered unpooled. When those features sit next to each
-other in the batch's id block (as a DLRM's all do), the block is a reshape of it, not a copy.
+Tables of one (dim, dtype, row alignment) share one stacked buffer (FBGEMM's table-batched
+layout), a parameter named after the group ("d64_float32", "d64_int8", "d32_int8_a64"): [N, D]
+float32, float16 or bfloat16, or [N, W] uint8 row-wise quantized rows
+(`recjax.layers.quantization.RowFormat`, whose bytes the parameter's shape and dtype count
+exactly). Lookups read every format as float32 and pool in float32.
+
+The features are looked up group by group: pooled features of one group, capacity, pooling and
+weighting go to one lowering call as a [B, T, C] block; sequence features are gathered unpooled.
+When those features sit next to each other in the batch's id block (as a DLRM's all do), the block
+is a reshape of it, not a copy.
 """
 
 import dataclasses
@@ -21,11 +26,19 @@ from flax import nnx
 
 from recjax.inputs.features import FeatureConfig, FeatureLayout, Features, TableConfig
 from recjax.layers.embedding_bag import LOWERINGS, lookup_sequence, resolve_lowering
+from recjax.layers.quantization import RowFormat
 
 
 def group_name(table: TableConfig) -> str:
-    """The stacked buffer a table lives in, e.g. "d64_float32"."""
-    return f"d{table.dim}_{table.dtype}"
+    """The stacked buffer a table lives in, e.g. "d64_float32", or "d32_int8_a64" for rows padded
+    to 64 bytes."""
+    padding = f"_a{table.row_alignment}" if table.row_alignment > 1 else ""
+    return f"d{table.dim}_{table.dtype}{padding}"
+
+
+def row_format_of(table: TableConfig) -> RowFormat:
+    """How the rows of `table` (and of its group) are stored."""
+    return RowFormat(table.dtype, table.dim, table.row_alignment)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,30 +81,42 @@ def _random_table(key: jax.Array, num_rows: int, dim: int) -> jax.Array:
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnums=(3, 4))
 def _write_random_table(
-    stacked: jax.Array, key: jax.Array, first_row: jax.Array, num_rows: int, dim: int
+    stacked: jax.Array, key: jax.Array, first_row: jax.Array, num_rows: int, row_format: RowFormat
 ) -> jax.Array:
-    block = _random_table(key, num_rows, dim)
+    block = row_format.encode(_random_table(key, num_rows, row_format.dim))
     return jax.lax.dynamic_update_slice(stacked, block, (first_row, 0))
+
+
+def empty_stacked_tables(tables: Sequence[TableConfig]) -> jax.Array:
+    """A zero-filled stacked buffer [N, W] for the tables of one group, allocated on the device."""
+    row_format = row_format_of(tables[0])
+    shape = row_format.shape(sum(table.num_rows for table in tables))
+    return jax.jit(lambda: jnp.zeros(shape, row_format.storage_dtype))()
 
 
 def init_stacked_tables(
     key: jax.Array, tables: Sequence[TableConfig], table_indices: Sequence[int]
 ) -> jax.Array:
-    """One group's stacked [N, D] buffer, table t uniform(-1/sqrt(R_t), 1/sqrt(R_t)).
+    """One group's stacked [N, W] buffer, table t uniform(-1/sqrt(R_t), 1/sqrt(R_t)).
 
     This is the reference DLRM's initialization; table t draws from `fold_in(key, table_indices[t])`
-    (its index among all of the model's tables), so a table's values do not depend on the others.
+    (its index among all of the model's tables), so a table's values do not depend on the others,
+    nor on its dtype: a table of another dtype holds the same float32 values rounded or quantized
+    (`RowFormat.encode`), exactly what post-training quantization of the float32 table gives.
     The buffer is allocated once on the device and filled one table at a time by a jitted update
     that donates it: the peak is the buffer plus one table's random bits, values and block, and no
     copy passes through the host.
     """
-    dim = tables[0].dim
-    total_rows = sum(table.num_rows for table in tables)
-    stacked = jax.jit(lambda: jnp.zeros((total_rows, dim), jnp.float32))()
+    row_format = row_format_of(tables[0])
+    stacked = empty_stacked_tables(tables)
     first_row = 0
     for table, index in zip(tables, table_indices, strict=True):
         stacked = _write_random_table(
-            stacked, jax.random.fold_in(key, index), jnp.int32(first_row), table.num_rows, dim
+            stacked,
+            jax.random.fold_in(key, index),
+            jnp.int32(first_row),
+            table.num_rows,
+            row_format,
         )
         first_row += table.num_rows
     return stacked
@@ -135,6 +160,9 @@ class EmbeddingCollection(nnx.Module):
             groups.setdefault(group_name(table), []).append(index)
         self.table_rows: dict[str, int] = {table.name: table.num_rows for table in tables}
         self.table_group: dict[str, str] = {table.name: group_name(table) for table in tables}
+        self.row_formats: dict[str, RowFormat] = {
+            group_name(table): row_format_of(table) for table in tables
+        }
         self.table_offset: dict[str, int] = {}
         key = rngs.params()
         buffers = {}
@@ -188,7 +216,7 @@ class EmbeddingCollection(nnx.Module):
         )
 
     def table_buffers(self) -> dict[str, jax.Array]:
-        """{group name: [N, D] stacked buffer}."""
+        """{group name: [N, W] stacked buffer} (`row_formats[group]` says how it stores rows)."""
         return {name: param[...] for name, param in self.tables.items()}
 
     def _block(self, array: jax.Array, call: PooledCall) -> jax.Array:
@@ -208,6 +236,10 @@ class EmbeddingCollection(nnx.Module):
         if not call.fixed_length:
             indices = [batch.layout.index(name) for name in call.features]
             lengths = batch.lengths[:, jnp.asarray(indices)]
+        row_format = self.row_formats[call.group]
+        # float32 groups are called as before formats existed (no row_format), so that every
+        # lowering of the registry keeps working on them.
+        format_argument = {} if row_format.dtype == "float32" else {"row_format": row_format}
         return LOWERINGS[self.lowering](
             self.tables[call.group][...],
             self._block(batch.ids, call),
@@ -215,6 +247,7 @@ class EmbeddingCollection(nnx.Module):
             self._block(batch.weights, call) if call.weighted else None,
             row_offsets=call.row_offsets,
             mean=call.mean,
+            **format_argument,
         )
 
     def __call__(self, batch: Features) -> dict[str, jax.Array]:
@@ -230,10 +263,12 @@ class EmbeddingCollection(nnx.Module):
             for index, name in enumerate(call.features):
                 out[name] = pooled[:, index]
         for name, table in self.sequence_features:
+            group = self.table_group[table]
             out[name] = lookup_sequence(
-                self.tables[self.table_group[table]][...],
+                self.tables[group][...],
                 batch.ids_of(name),
                 batch.lengths_of(name),
                 self.table_offset[table],
+                self.row_formats[group],
             )
         return {name: out[name] for name in self.layout.names}

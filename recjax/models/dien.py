@@ -290,9 +290,13 @@ class DIEN(nnx.Module):
         rows = []
         for name in self.config.behaviour_features:
             table = next(f.table for f in self.config.features if f.name == name)
-            buffer = sparse_arch.tables[sparse_arch.table_group[table]][...]
+            group = sparse_arch.table_group[table]
+            buffer = sparse_arch.tables[group][...]
             ids = jnp.asarray(negatives[name], jnp.int32)
-            rows.append(lookup_sequence(buffer, ids, lengths, sparse_arch.table_offset[table]))
+            offset = sparse_arch.table_offset[table]
+            rows.append(
+                lookup_sequence(buffer, ids, lengths, offset, sparse_arch.row_formats[group])
+            )
         return jnp.concatenate(rows, axis=-1)
 
     def auxiliary_logits(self, states: jax.Array, items: jax.Array) -> jax.Array:

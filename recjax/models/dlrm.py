@@ -18,7 +18,7 @@ from flax import nnx
 from recjax.inputs.features import FeatureConfig, Features, TableConfig
 from recjax.layers.embedding_collection import EmbeddingCollection
 from recjax.layers.interactions import interaction_class
-from recjax.layers.mlp import MLP, mlp_flops
+from recjax.layers.mlp import MLP, MLP_DTYPES, mlp_flops
 from recjax.models.family import ModelConfig, Stage
 
 
@@ -37,6 +37,8 @@ class DLRMConfig(ModelConfig):
     bottom_mlp: tuple[int, ...]
     top_mlp: tuple[int, ...]
     interaction: str = "cat"
+
+    MLP_DTYPES = MLP_DTYPES  # "bfloat16" kernels: `recjax.layers.mlp.MLP`
 
     def __post_init__(self):
         super().__post_init__()
@@ -165,7 +167,13 @@ class DLRM(nnx.Module):
 
     def __init__(self, config: DLRMConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.dense_arch = MLP(config.dense_features, config.bottom_mlp, relu_last=True, rngs=rngs)
+        self.dense_arch = MLP(
+            config.dense_features,
+            config.bottom_mlp,
+            relu_last=True,
+            rngs=rngs,
+            param_dtype=config.mlp_dtype,
+        )
         self.sparse_arch = EmbeddingCollection(
             config.tables, config.features, lowering=config.embedding_lowering, rngs=rngs
         )
@@ -176,7 +184,13 @@ class DLRM(nnx.Module):
             **config.interaction_options(),
             rngs=rngs,
         )
-        self.over_arch = MLP(config.top_mlp_in_features, config.top_mlp, relu_last=False, rngs=rngs)
+        self.over_arch = MLP(
+            config.top_mlp_in_features,
+            config.top_mlp,
+            relu_last=False,
+            rngs=rngs,
+            param_dtype=config.mlp_dtype,
+        )
 
     def embed(self, batch: Features) -> jax.Array:
         """[B, T, D] pooled embeddings, in feature order."""

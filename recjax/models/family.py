@@ -20,13 +20,18 @@ Shapes: `B` batch, `F` dense features, `D` embedding dim.
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
 from flax import nnx
 
-from recjax.inputs.features import FeatureConfig, TableConfig, check_tables_and_features
+from recjax.inputs.features import (
+    TABLE_DTYPES,
+    FeatureConfig,
+    TableConfig,
+    check_tables_and_features,
+)
 from recjax.layers.embedding_bag import check_lowering
 
 STAGE_KINDS = ("embedding", "fc", "interaction", "other")
@@ -67,6 +72,14 @@ class ModelConfig:
       dense_features: F, the width of the dense input (0 for none).
       embedding_lowering: how embedding bags are expressed for XLA; see
         `recjax.layers.embedding_bag.LOWERINGS` ("auto": the native kernel when built).
+      table_dtype: None (each table keeps its own `TableConfig.dtype`), or a dtype of
+        `recjax.inputs.features.TABLE_DTYPES` given to every table when the config is made
+        (`--override=table_dtype=int8`): `tables` then holds the tables with that dtype.
+      table_row_alignment: None (each table keeps its own `TableConfig.row_alignment`), or a
+        power of two given to every table when the config is made: stored rows padded to a
+        multiple of that many bytes (`--override=table_row_alignment=64`).
+      mlp_dtype: the dtype of the fully connected layers' kernels, one of the family's
+        `MLP_DTYPES` ("float32"; a family that supports it: "bfloat16").
     """
 
     name: str
@@ -74,11 +87,37 @@ class ModelConfig:
     features: tuple[FeatureConfig, ...]
     dense_features: int
     embedding_lowering: str = "auto"
+    table_dtype: str | None = None
+    table_row_alignment: int | None = None
+    mlp_dtype: str = "float32"
 
     # Subclasses override these.
     heads: tuple[str, ...] = ("click",)
+    # The kernel dtypes the family's fully connected layers support (`mlp_dtype`).
+    MLP_DTYPES: ClassVar[tuple[str, ...]] = ("float32",)
 
     def __post_init__(self):
+        if self.table_dtype is not None:
+            if self.table_dtype not in TABLE_DTYPES:
+                raise ValueError(
+                    f"{self.name}: unknown table_dtype {self.table_dtype!r}; expected one of "
+                    f"{TABLE_DTYPES}."
+                )
+            tables = tuple(
+                dataclasses.replace(table, dtype=self.table_dtype) for table in self.tables
+            )
+            object.__setattr__(self, "tables", tables)  # frozen: set once, before use
+        if self.table_row_alignment is not None:
+            tables = tuple(
+                dataclasses.replace(table, row_alignment=self.table_row_alignment)
+                for table in self.tables
+            )
+            object.__setattr__(self, "tables", tables)
+        if self.mlp_dtype not in self.MLP_DTYPES:
+            raise ValueError(
+                f"{self.name}: mlp_dtype {self.mlp_dtype!r} is not supported by "
+                f"{type(self).__name__}; expected one of {self.MLP_DTYPES}."
+            )
         if self.dense_features < 0:
             raise ValueError(
                 f"{self.name}: dense_features must be >= 0; got {self.dense_features}."
@@ -114,6 +153,7 @@ class ModelConfig:
 
     @property
     def table_bytes(self) -> int:
+        """Bytes of every stored table (quantized rows with their scales and biases)."""
         return sum(table.num_bytes for table in self.tables)
 
     @property
@@ -123,7 +163,8 @@ class ModelConfig:
 
     @property
     def embedding_bytes_per_sample(self) -> int:
-        """Bytes of embedding rows gathered per sample at full capacity: sum_k C_k x row bytes."""
+        """Bytes of embedding rows gathered per sample at full capacity: sum_k C_k x row bytes
+        (stored bytes: a quantized row's scale and bias included)."""
         return sum(
             feature.capacity * self.table(feature.table).row_bytes for feature in self.features
         )
@@ -133,7 +174,7 @@ class ModelConfig:
         return sum(feature.capacity for feature in self.features)
 
     def cost(self) -> dict[str, int]:
-        """The preset's size and per-sample cost, for reports."""
+        """The preset's size and per-sample cost, for reports (bytes as stored)."""
         return {
             "parameter_bytes": self.parameter_bytes,
             "table_bytes": self.table_bytes,
@@ -146,6 +187,14 @@ class ModelConfig:
 def abstract_model(config: ModelConfig) -> nnx.Module:
     """The model with every parameter a `jax.ShapeDtypeStruct`: shapes without allocation."""
     return nnx.eval_shape(lambda: config.build(nnx.Rngs(0)))
+
+
+def float32_config(config: ModelConfig) -> ModelConfig:
+    """`config` with packed float32 tables and float32 fully connected layers: the model that
+    post-training quantization starts from (`recjax.runtime.quantize`)."""
+    return dataclasses.replace(
+        config, table_dtype="float32", table_row_alignment=1, mlp_dtype="float32"
+    )
 
 
 @functools.cache

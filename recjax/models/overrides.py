@@ -1,8 +1,9 @@
 """Changing a config's fields from text (`key=value`), validated like the config itself.
 
-Fields of scalar types (int, float, bool, str) and tuples of ints are overridable; a tuple of ints
-is written with commas or dashes ("512,256,1" or "512-256-1"). The new config is made with
-`dataclasses.replace`, so its own validation runs on the result.
+Fields of scalar types (int, float, bool, str, and optional str or int such as `table_dtype`)
+and tuples of ints are overridable; a tuple of ints is written with commas or dashes ("512,256,1"
+or "512-256-1"). The new config is made with `dataclasses.replace`, so its own validation runs on
+the result.
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ def overridable_fields(config: ModelConfig) -> dict[str, object]:
     return {
         field.name: hints[field.name]
         for field in dataclasses.fields(config)
-        if hints[field.name] in (int, float, bool, str, tuple[int, ...])
+        if hints[field.name] in (int, float, bool, str, str | None, int | None, tuple[int, ...])
     }
 
 
@@ -27,6 +28,10 @@ def _parse(config: ModelConfig, key: str, text: str, kind: object) -> object:
     try:
         if kind is bool:
             return _BOOLEANS[text.strip().lower()]
+        if kind == str | None:
+            return text
+        if kind == int | None:
+            return int(text)
         if kind == tuple[int, ...]:
             return tuple(int(part) for part in text.replace("-", ",").split(",") if part.strip())
         return kind(text)
@@ -34,6 +39,7 @@ def _parse(config: ModelConfig, key: str, text: str, kind: object) -> object:
         accepted = {
             bool: "true or false",
             int: "an integer",
+            int | None: "an integer",
             float: "a number",
         }.get(kind, "integers separated by commas, e.g. 512,256,1")
         raise ValueError(

@@ -1,7 +1,8 @@
 """recjax's optional native CPU code, built by the package's install step (see setup.py).
 
 `sparse_lengths_sum` runs the C++ embedding bag of embedding_bag.cc inside jitted programs, through
-JAX's foreign function interface; `gather_rows` and `stream_read` are the plain C++ loops of
+JAX's foreign function interface, and `bfloat16_matmul` the float32 x bfloat16 matrix product of
+bfloat16_matmul.cc; `gather_rows` and `stream_read` are the plain C++ loops of
 probes.cc, called through ctypes by `benchmarks.machine`. When the library was not built (no
 compiler at install time, say), `availability()` says why, and callers fall back to pure JAX.
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 FFI_TARGET = "recjax_sparse_lengths_sum"
 UPDATE_TARGET = "recjax_sparse_row_update"
+MATMUL_FFI_TARGET = "recjax_bfloat16_matmul"
 
 
 @functools.cache
@@ -36,6 +38,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, f"{candidates[0]} failed to load: {error}"
     jax.ffi.register_ffi_target(
         FFI_TARGET, jax.ffi.pycapsule(library.RecjaxSparseLengthsSum), platform="cpu"
+    )
+    jax.ffi.register_ffi_target(
+        MATMUL_FFI_TARGET, jax.ffi.pycapsule(library.RecjaxBfloat16Matmul), platform="cpu"
     )
     if hasattr(library, "RecjaxSparseRowUpdate"):  # a library built before it lacks it
         jax.ffi.register_ffi_target(
@@ -75,23 +80,30 @@ def sparse_lengths_sum(
     *,
     row_offsets: Sequence[int],
     mean: bool,
+    dtype: str = "float32",
+    dim: int | None = None,
 ) -> jax.Array:
     """Pooled embedding bags by the C++ kernel, usable inside `jax.jit`.
 
     Args:
-      stacked: [N, D] float32, tables of one dim stacked.
+      stacked: [N, W] stored rows of tables of one dim and dtype, stacked: [N, D] float32,
+        float16 or bfloat16, or [N, W] uint8 row-wise quantized rows (the formats of
+        `recjax.layers.quantization`).
       ids: [B, T, C] int32 ids within each bag's table; rows are clamped to [0, N) by the kernel.
       lengths: [B, T] int32 valid ids per bag, or None when every bag holds C ids.
       weights: [B, T, C] float32 per-id weights, or None.
       row_offsets: T ints, the first row of bag t's table in `stacked`.
       mean: divide each bag's sum by its length.
+      dtype: how `stacked` stores its rows: "float32", "float16", "bfloat16", "int8" or "int4".
+      dim: D, the values per row; default W (right for the float dtypes).
 
     Returns:
-      [B, T, D] float32.
+      [B, T, D] float32: rows read as float32 (quantized: code * scale + bias), summed in float32.
     """
     _library()
     batch, num_bags, _ = ids.shape
-    result = jax.ShapeDtypeStruct((batch, num_bags, stacked.shape[1]), jnp.float32)
+    dim = stacked.shape[1] if dim is None else dim
+    result = jax.ShapeDtypeStruct((batch, num_bags, dim), jnp.float32)
     no_lengths = jnp.zeros((0,), jnp.int32)
     no_weights = jnp.zeros((0,), jnp.float32)
     return jax.ffi.ffi_call(FFI_TARGET, result)(
@@ -101,6 +113,8 @@ def sparse_lengths_sum(
         no_weights if weights is None else weights,
         row_offsets=np.asarray(row_offsets, np.int64),
         mean=bool(mean),
+        dtype=dtype,
+        dim=np.int64(dim),
     )
 
 
@@ -139,6 +153,14 @@ def sparse_row_update(
         grads.astype(jnp.float32),
         jnp.asarray(scale, jnp.float32),
     )
+
+
+def bfloat16_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """[B, K] float32 @ [K, N] bfloat16 -> [B, N] float32 by the C++ kernel, usable inside
+    `jax.jit`: each weight is read once and widened in registers, sums are float32."""
+    _library()
+    result = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(MATMUL_FFI_TARGET, result)(x.astype(jnp.float32), kernel)
 
 
 def gather_rows(table: np.ndarray, row_ids: np.ndarray, threads: int) -> float:

@@ -239,6 +239,17 @@ def _check_contiguous(name: str, what: str, ranges: Sequence[tuple[int, int]], s
 
 def check_plan(plan: ShardingPlan, tables: Sequence[TableConfig]) -> None:
     """Raises ValueError unless `plan` shards each of `tables` exactly once, validly."""
+    stored = [
+        f"{table.name} ({table.dtype}, row alignment {table.row_alignment})"
+        for table in tables
+        if table.dtype != "float32" or table.row_alignment != 1
+    ]
+    if stored:
+        raise ValueError(
+            f"The sharded lookup holds packed float32 tables; {', '.join(stored[:3])}"
+            f"{' and others' if len(stored) > 3 else ''} are stored otherwise. Shard the float32 "
+            "model, or quantize the unsharded one (docs/design/quantized-tables.md)."
+        )
     names = [table.name for table in tables]
     planned = [table_plan.table for table_plan in plan.tables]
     if sorted(planned) != sorted(names):

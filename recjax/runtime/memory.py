@@ -49,17 +49,29 @@ def batch_input_bytes(config: ModelConfig, batch_size: int) -> int:
     )
 
 
+def _float32_bytes(num_rows: int, dim: int) -> int:
+    return num_rows * dim * np.dtype(np.float32).itemsize
+
+
 def estimated_peak_bytes(config: ModelConfig, max_batch_size: int) -> int:
     """Parameters, the largest table's initialization, the largest batch and its activations.
 
     The activation term counts every embedding row a batch gathers at full capacity
     (B x `config.embedding_bytes_per_sample`, one [B, T, C, D] gather per bag): the `gather_sum`
-    lowering materializes it, the others need less, so this errs on the safe side.
+    lowering materializes it, the others need less, so this errs on the safe side. A table of
+    another dtype is initialized (and quantized) from float32 values, and its gathered rows are
+    widened to float32 [B, T, C, D] too: both terms count float32 bytes for it, beside its stored
+    bytes.
     """
-    largest_table = max(table.num_bytes for table in config.tables)
+    largest_table = max(_float32_bytes(table.num_rows, table.dim) for table in config.tables)
     initialization = INIT_BLOCK_COPIES * largest_table
     batch_inputs = batch_input_bytes(config, max_batch_size)
-    activations = max_batch_size * config.embedding_bytes_per_sample
+    widened = sum(
+        feature.capacity * _float32_bytes(1, config.table(feature.table).dim)
+        for feature in config.features
+        if config.table(feature.table).dtype != "float32"
+    )
+    activations = max_batch_size * (config.embedding_bytes_per_sample + widened)
     return (
         config.parameter_bytes
         + initialization
@@ -86,21 +98,28 @@ def check_memory(
     smaller_presets: list[str],
     available_bytes: int | None = None,
     extra_parameter_copies: int = 0,
+    extra_bytes: int = 0,
 ) -> int:
     """The bytes the run needs; raises InsufficientMemoryError, naming both, if not available.
 
     `extra_parameter_copies` counts further full copies of the parameters held beside the model's
-    own (1 for the PyTorch baseline, whose model holds its own tables).
+    own (1 for the PyTorch baseline, whose model holds its own tables); `extra_bytes` other memory
+    held beside it (a peer's float32 copy of a quantized model's weights, say).
     """
     if extra_parameter_copies < 0:
         raise ValueError(f"extra_parameter_copies must be >= 0; got {extra_parameter_copies}.")
+    if extra_bytes < 0:
+        raise ValueError(f"extra_bytes must be >= 0; got {extra_bytes}.")
     needed = (
         estimated_peak_bytes(config, max_batch_size)
         + extra_parameter_copies * config.parameter_bytes
+        + extra_bytes
     )
     available = available_memory_bytes() if available_bytes is None else available_bytes
     if needed > available:
         copies = f", held {1 + extra_parameter_copies} times" if extra_parameter_copies else ""
+        if extra_bytes:
+            copies += f", and {extra_bytes / GIB:.1f} GiB beside them"
         suggestion = (
             f" Try a smaller preset: {', '.join(smaller_presets)}." if smaller_presets else ""
         )

@@ -93,6 +93,26 @@ def test_estimate_counts_weights_ragged_capacities_and_the_largest_table_in_byte
     assert estimated_peak_bytes(config, batch) == expected
 
 
+def test_estimate_of_quantized_tables_counts_stored_and_float32_bytes():
+    """rmc2 int8: 72-byte rows stored and gathered, float32 init block and widened rows."""
+    config = dataclasses.replace(configs.get("rmc2"), table_dtype="int8")
+    batch = 256
+    tables = 32 * 500_000 * (64 + 8)
+    assert config.table_bytes == tables
+    assert (
+        config.parameter_bytes
+        == tables + configs.get("rmc2").parameter_bytes - 4 * 32 * 500_000 * 64
+    )
+    expected = (
+        config.parameter_bytes
+        + 3 * 500_000 * 64 * 4  # the largest table's init, in float32
+        + batch_input_bytes(config, batch)
+        + batch * 32 * 120 * ((64 + 8) + 64 * 4)  # gathered int8 rows and their float32 values
+        + GIB
+    )
+    assert estimated_peak_bytes(config, batch) == expected
+
+
 def test_check_memory_refuses_naming_both_numbers():
     config = configs.get("rmc2")
     with pytest.raises(InsufficientMemoryError) as error:
@@ -133,3 +153,6 @@ def test_extra_parameter_copies_are_counted_and_named():
     assert check_memory(config, 64, [], available_bytes=single + GIB) == single
     with pytest.raises(ValueError, match="extra_parameter_copies must be >= 0; got -1"):
         check_memory(config, 64, [], 100 * GIB, extra_parameter_copies=-1)
+    assert check_memory(config, 64, [], 100 * GIB, extra_bytes=GIB) == single + GIB
+    with pytest.raises(InsufficientMemoryError, match=r"parameters, and 1.0 GiB beside them\)"):
+        check_memory(config, 64, [], available_bytes=single + GIB // 2, extra_bytes=GIB)
