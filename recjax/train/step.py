@@ -33,6 +33,7 @@ import optax
 from flax import nnx
 
 from recjax.inputs.features import Features
+from recjax.inputs.synthetic import abstract_features
 from recjax.models.family import ModelConfig
 from recjax.train.embedding_optimizers import EmbeddingOptimizer
 from recjax.train.sparse_embeddings import GivenLookups, lookup_gradients, split_model
@@ -112,6 +113,23 @@ class TrainProgram:
         self._table_of_feature = {feature.name: feature.table for feature in self.config.features}
         self.step = jax.jit(self._step, donate_argnums=0)
         self.predict = jax.jit(self._predict)
+        self._check_traceable(model)
+
+    def _check_traceable(self, model: nnx.Module) -> None:
+        """Traces one step on abstract inputs (nothing runs), so that a model this step cannot
+        train fails now, naming why, rather than at its first batch. The step gives the model its
+        lookups through `model.sparse_arch(batch)` and differentiates the rest in reverse mode:
+        a model that reads its tables another way, or whose forward pass holds a loop of dynamic
+        length, is refused."""
+        state = jax.eval_shape(lambda: self.init(model))
+        batch = abstract_features(self.config, 2, labels=True)
+        try:
+            jax.eval_shape(self._step, state, batch)
+        except (AttributeError, ValueError, TypeError) as error:
+            reason = str(error).split("\n")[0]
+            raise ValueError(
+                f"{self.config.name}: the sparse train step cannot train this model: {reason}"
+            ) from error
 
     def init(self, model: nnx.Module) -> TrainState:
         """The initial state, holding `model`'s arrays (not copied: the first step donates them)."""
