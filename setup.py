@@ -28,6 +28,7 @@ native = setuptools.Extension(
         "recjax/native/embedding_bag.cc",
         "recjax/native/bfloat16_matmul.cc",
         "recjax/native/probes.cc",
+        "recjax/native/sparse_update.cc",
     ],
     language="c++",
     # -march=native: the library is built on the machine that runs it, by its own install step.

@@ -48,9 +48,17 @@ from recjax.reporting.summary_writer import SummaryWriter
 from recjax.runtime import threads
 from recjax.runtime.memory import GIB, peak_resident_bytes
 from recjax.runtime.model_setup import build_model
+from recjax.train import checkpoints
 
 TORCH_HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Measure the trained weights of a benchmarks.train checkpoint (its checkpoint directory, or "
+    "one step's folder in it) instead of freshly initialized ones; it must be of --model's "
+    "architecture.",
+)
 _BATCH_SIZES = flags.DEFINE_list(
     "batch_sizes", ["1", "16", "64", "256", "1024"], "Comma-separated batch sizes to sweep."
 )
@@ -258,6 +266,11 @@ def main(argv: list[str]) -> None:
     shared.start_on_cpu()
     config = shared.model_config()
     ids = shared.id_distributions(config)
+    if _CHECKPOINT.value:
+        try:
+            checkpoints.checkpoint_meta(_CHECKPOINT.value, config)
+        except (FileNotFoundError, ValueError) as error:
+            raise app.UsageError(f"--checkpoint: {error}") from error
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
@@ -320,7 +333,12 @@ def main(argv: list[str]) -> None:
         f"eager:   op by op under jax.disable_jit, at most {settings.eager_budget.max_seconds:g} s "
         f"per batch size, so fewer calls and a coarser p99 than jit"
     )
-    model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
+    if _CHECKPOINT.value:
+        model, huge_pages = checkpoints.build_trained_model(
+            config, _CHECKPOINT.value, shared.HUGE_PAGES.value
+        )
+    else:
+        model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
 
     measurements = latency_sweep.run_sweep(model, settings, ids=ids)
     table = latency_sweep.format_table(config, measurements)
@@ -343,6 +361,7 @@ def main(argv: list[str]) -> None:
         {
             "embedding_lowering": lowering,
             "huge_pages": huge_pages,
+            "checkpoint": _CHECKPOINT.value,
             "settings": dataclasses.asdict(settings),
             "thread_counts": thread_counts,
             "load_average_1min": load_average,

@@ -35,7 +35,15 @@ from recjax.runtime.model_setup import build_model
 from recjax.serving import loadgen
 from recjax.serving.query_sizes import SPEC_HELP, QuerySizeDistribution
 from recjax.serving.workload import ModelWorkload
+from recjax.train import checkpoints
 
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Measure the trained weights of a benchmarks.train checkpoint (its checkpoint directory, or "
+    "one step's folder in it) instead of freshly initialized ones; it must be of --model's "
+    "architecture.",
+)
 _QPS = flags.DEFINE_float(
     "qps",
     100.0,
@@ -166,6 +174,11 @@ def main(argv: list[str]) -> None:
     shared.start_on_cpu()
     config = shared.model_config()
     ids = shared.id_distributions(config)
+    if _CHECKPOINT.value:
+        try:
+            checkpoints.checkpoint_meta(_CHECKPOINT.value, config)
+        except (FileNotFoundError, ValueError) as error:
+            raise app.UsageError(f"--checkpoint: {error}") from error
     try:
         settings = _settings()
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
@@ -193,7 +206,12 @@ def main(argv: list[str]) -> None:
             f"{settings.search_max_runs} runs per sub_batch"
         )
     print(f"logdir:  {reporter.logdir}")
-    model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
+    if _CHECKPOINT.value:
+        model, huge_pages = checkpoints.build_trained_model(
+            config, _CHECKPOINT.value, shared.HUGE_PAGES.value
+        )
+    else:
+        model, huge_pages = build_model(config, settings.seed, shared.HUGE_PAGES.value)
     workload = ModelWorkload(
         model, sizes, seed=settings.seed, variants=_INPUT_VARIANTS.value, ids=ids
     )
@@ -215,6 +233,7 @@ def main(argv: list[str]) -> None:
         {
             "embedding_lowering": lowering,
             "huge_pages": huge_pages,
+            "checkpoint": _CHECKPOINT.value,
             "settings": {
                 **dataclasses.asdict(settings),
                 "query_sizes": settings.query_sizes.spec,

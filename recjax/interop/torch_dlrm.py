@@ -100,12 +100,15 @@ class TorchDLRM(nn.Module):
         torch.Size([B])
     """
 
-    def __init__(self, config: DLRMConfig):
+    def __init__(self, config: DLRMConfig, sparse_gradients: bool = False):
         check_supported(config)
         super().__init__()
         self.interaction = config.interaction
+        # sparse=True: the tables' gradients are sparse (only the looked-up rows), for training.
         self.emb_l = nn.ModuleList(
-            torch.nn.utils.skip_init(nn.EmbeddingBag, table.num_rows, table.dim, mode="sum")
+            torch.nn.utils.skip_init(
+                nn.EmbeddingBag, table.num_rows, table.dim, mode="sum", sparse=sparse_gradients
+            )
             for table in reference_tables(config)
         )
         self.bot_l = _mlp(config.dense_features, config.bottom_mlp, nn.ReLU())
@@ -116,12 +119,12 @@ class TorchDLRM(nn.Module):
         self._pair_cols = [j for i in range(count) for j in range(i)]
 
     @classmethod
-    def from_recjax(cls, model: DLRM) -> "TorchDLRM":
+    def from_recjax(cls, model: DLRM, sparse_gradients: bool = False) -> "TorchDLRM":
         """The PyTorch twin of `model`, holding a copy of its weights (loaded table by table).
 
         Raises ValueError (`check_supported`) before reading any weight.
         """
-        module = cls(model.config)
+        module = cls(model.config, sparse_gradients=sparse_gradients)
         with warnings.catch_warnings():
             # The exported tables are read-only views of the recjax buffer; torch only reads them
             # here, copying each into its own parameter, so no third copy of the tables is made.
@@ -140,14 +143,19 @@ class TorchDLRM(nn.Module):
         gram = torch.bmm(features, features.transpose(1, 2))  # [B, K + 1, K + 1]
         return torch.cat([dense, gram[:, self._pair_rows, self._pair_cols]], dim=1)
 
-    def forward(self, dense: torch.Tensor, sparse_ids: list[torch.Tensor]) -> torch.Tensor:
+    def _interaction(self, dense: torch.Tensor, sparse_ids: list[torch.Tensor]) -> torch.Tensor:
         bottom = self.bot_l(dense)  # [B, H]
         pooled = [bag(ids) for bag, ids in zip(self.emb_l, sparse_ids, strict=True)]  # K x [B, D]
         if self.interaction == "cat":
-            features = torch.cat([bottom, *pooled], dim=1)
-        else:
-            features = self.dot_interaction(bottom, pooled)
-        return self.top_l(features)[:, 0]
+            return torch.cat([bottom, *pooled], dim=1)
+        return self.dot_interaction(bottom, pooled)
+
+    def forward(self, dense: torch.Tensor, sparse_ids: list[torch.Tensor]) -> torch.Tensor:
+        return self.top_l(self._interaction(dense, sparse_ids))[:, 0]
+
+    def logits(self, dense: torch.Tensor, sparse_ids: list[torch.Tensor]) -> torch.Tensor:
+        """[B] click logits: the forward pass without the final sigmoid (for training)."""
+        return self.top_l[:-1](self._interaction(dense, sparse_ids))[:, 0]
 
 
 class TorchBatch(NamedTuple):
@@ -202,3 +210,98 @@ class TorchPredictor:
         with torch.inference_mode():
             probabilities = self.module(inputs.dense, list(inputs.sparse_ids))
         return {self.head: probabilities.numpy()}
+
+
+# Table optimizers: the sparse-gradient optimizers PyTorch users train DLRM tables with. torch has
+# no row-wise Adagrad outside FBGEMM; its element-wise Adagrad (sparse gradients supported) is the
+# nearest.
+TABLE_OPTIMIZERS = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "rowwise_adagrad": lambda params, lr: torch.optim.Adagrad(params, lr=lr, eps=1e-8),
+}
+# Dense optimizers, with optax's defaults where torch's differ.
+DENSE_OPTIMIZERS = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr, eps=1e-8),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, eps=1e-8, weight_decay=1e-4),
+    "adagrad": lambda params, lr: torch.optim.Adagrad(
+        params, lr=lr, initial_accumulator_value=0.1, eps=1e-7
+    ),
+}
+
+
+class TorchTrainer:
+    """Trains the twin the way PyTorch users train DLRM, from a recjax model's weights.
+
+    `nn.EmbeddingBag(sparse=True)` tables updated by a sparse-gradient optimizer (SGD, or
+    element-wise Adagrad for recjax's "rowwise_adagrad"), `torch.optim` for the MLPs, and the
+    mean binary cross-entropy of the logits (`BCEWithLogits`). Learning rates follow the given
+    schedules (step -> rate), set before each step.
+
+    Example:
+        >>> trainer = TorchTrainer(model, embedding_optimizer="sgd", embedding_learning_rate=0.1,
+        ...                        optimizer="sgd", learning_rate=0.1)
+        >>> loss = trainer.step(trainer.prepare(batch))   # a float
+    """
+
+    def __init__(
+        self,
+        model: DLRM,
+        *,
+        embedding_optimizer: str,
+        embedding_learning_rate,
+        optimizer: str,
+        learning_rate,
+    ):
+        for kind, name, accepted in (
+            ("table", embedding_optimizer, TABLE_OPTIMIZERS),
+            ("dense", optimizer, DENSE_OPTIMIZERS),
+        ):
+            if name not in accepted:
+                raise ValueError(
+                    f"The PyTorch DLRM has no {kind} optimizer {name!r}; it trains with "
+                    f"{sorted(accepted)}."
+                )
+        self.config: DLRMConfig = model.config
+        (self.head,) = self.config.heads
+        self.module = TorchDLRM.from_recjax(model, sparse_gradients=True).train()
+        self._rates = {"tables": embedding_learning_rate, "dense": learning_rate}
+        dense = [p for name, p in self.module.named_parameters() if not name.startswith("emb_l")]
+        self.optimizers = {
+            "tables": TABLE_OPTIMIZERS[embedding_optimizer](
+                list(self.module.emb_l.parameters()), self._rate("tables", 0)
+            ),
+            "dense": DENSE_OPTIMIZERS[optimizer](dense, self._rate("dense", 0)),
+        }
+        self.steps = 0
+
+    def _rate(self, kind: str, step: int) -> float:
+        rate = self._rates[kind]
+        return float(rate(step)) if callable(rate) else float(rate)
+
+    def prepare(self, batch: Features) -> tuple[TorchBatch, torch.Tensor]:
+        """The batch as torch tensors (shapes checked; ids are trusted, as in training), and its
+        labels [B]."""
+        check_batch_shapes(self.config, batch)
+        ids = np.asarray(batch.ids)
+        sparse_ids = tuple(
+            torch.from_numpy(np.ascontiguousarray(ids[:, column : column + capacity]))
+            for column, capacity in zip(batch.layout.columns, batch.layout.capacities, strict=True)
+        )
+        labels = torch.from_numpy(np.asarray(batch.labels[self.head], np.float32))
+        return TorchBatch(torch.from_numpy(np.asarray(batch.dense)), sparse_ids), labels
+
+    def step(self, prepared: tuple[TorchBatch, torch.Tensor]) -> float:
+        """One step on a prepared batch; returns the loss before the update."""
+        inputs, labels = prepared
+        for kind, optimizer in self.optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = self._rate(kind, self.steps)
+            optimizer.zero_grad(set_to_none=True)
+        logits = self.module.logits(inputs.dense, list(inputs.sparse_ids))
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        loss.backward()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+        self.steps += 1
+        return float(loss.detach())

@@ -98,6 +98,25 @@ def torch_predictor(model: nnx.Module) -> TorchTwinPredictor:
     return importlib.import_module(TWINS[family]).TorchPredictor(model)
 
 
+def torch_trainer(model: nnx.Module, **settings: Any) -> Any:
+    """The family twin's `TorchTrainer(model, **settings)`: the twin trained the way PyTorch
+    users train it, from a copy of `model`'s weights (`prepare(batch)`, `step(prepared) -> loss`).
+
+    Raises ValueError if the family has no twin, or its twin does not train.
+    """
+    family = family_of(model.config)
+    if family not in TWINS:
+        raise ValueError(
+            f"{model.config.name}: the model family {family!r} has no PyTorch twin; families "
+            f"with one: {sorted(TWINS)}."
+        )
+    require_torch()
+    module = importlib.import_module(TWINS[family])
+    if not hasattr(module, "TorchTrainer"):
+        raise ValueError(f"The PyTorch twin of the {family!r} family does not train yet.")
+    return module.TorchTrainer(model, **settings)
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity), the thread count of both frameworks."""
     return len(os.sched_getaffinity(0))

@@ -23,6 +23,7 @@ as they are read and summed in float32: the pure-JAX forms decode the gathered r
 `RowFormat.decode`, the native kernel decodes them in its inner loop.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -118,8 +119,21 @@ def segment_sum(stacked, ids, lengths, weights, *, row_offsets, mean, row_format
 
 
 def native_kernel(stacked, ids, lengths, weights, *, row_offsets, mean, row_format=None):
-    """The C++ kernel of recjax/native/embedding_bag.cc, run inside the jitted program."""
+    """The C++ kernel of recjax/native/embedding_bag.cc, run inside the jitted program.
+
+    Differentiable for float32 tables: its VJP is the VJP of `pooling_loop` (the same sums in pure
+    JAX), so `jax.grad` through a model with this lowering gives the dense table gradient.
+    Training does not use it: `recjax.train` runs the lookups outside the differentiated function
+    and updates only the looked-up rows.
+    """
     row_format = row_format or RowFormat("float32", stacked.shape[1])
+    return _native_differentiable(
+        stacked, ids, lengths, weights, tuple(row_offsets), bool(mean), row_format
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _native_differentiable(stacked, ids, lengths, weights, row_offsets, mean, row_format):
     return native.sparse_lengths_sum(
         stacked,
         ids,
@@ -130,6 +144,33 @@ def native_kernel(stacked, ids, lengths, weights, *, row_offsets, mean, row_form
         dtype=row_format.dtype,
         dim=row_format.dim,
     )
+
+
+def _native_forward(stacked, ids, lengths, weights, row_offsets, mean, row_format):
+    pooled = _native_differentiable(stacked, ids, lengths, weights, row_offsets, mean, row_format)
+    return pooled, (stacked, ids, lengths, weights)
+
+
+def _native_backward(row_offsets, mean, row_format, residuals, cotangent):
+    stacked, ids, lengths, weights = residuals
+
+    def pure_jax(stacked, weights):
+        return pooling_loop(
+            stacked,
+            ids,
+            lengths,
+            weights,
+            row_offsets=row_offsets,
+            mean=mean,
+            row_format=row_format,
+        )
+
+    _, transpose = jax.vjp(pure_jax, stacked, weights)
+    stacked_grad, weights_grad = transpose(cotangent)
+    return stacked_grad, None, None, weights_grad
+
+
+_native_differentiable.defvjp(_native_forward, _native_backward)
 
 
 LOWERINGS: dict[str, Lowering] = {

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 FFI_TARGET = "recjax_sparse_lengths_sum"
+UPDATE_TARGET = "recjax_sparse_row_update"
 MATMUL_FFI_TARGET = "recjax_bfloat16_matmul"
 
 
@@ -41,6 +42,10 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     jax.ffi.register_ffi_target(
         MATMUL_FFI_TARGET, jax.ffi.pycapsule(library.RecjaxBfloat16Matmul), platform="cpu"
     )
+    if hasattr(library, "RecjaxSparseRowUpdate"):  # a library built before it lacks it
+        jax.ffi.register_ffi_target(
+            UPDATE_TARGET, jax.ffi.pycapsule(library.RecjaxSparseRowUpdate), platform="cpu"
+        )
     library.recjax_gather_rows.restype = ctypes.c_double
     library.recjax_gather_rows.argtypes = [
         ctypes.c_void_p,
@@ -110,6 +115,43 @@ def sparse_lengths_sum(
         mean=bool(mean),
         dtype=dtype,
         dim=np.int64(dim),
+    )
+
+
+def has_sparse_row_update() -> bool:
+    """Whether the library holds `sparse_row_update` (the sparse SGD step of training)."""
+    library, _ = _load()
+    return library is not None and hasattr(library, "RecjaxSparseRowUpdate")
+
+
+def sparse_row_update(
+    table: jax.Array, rows: jax.Array, factors: jax.Array, grads: jax.Array, scale: jax.Array
+) -> jax.Array:
+    """table[rows[b, t, c]] += scale * factors[b, t, c] * grad(b, t, c), in place, by the C++
+    kernel of sparse_update.cc (usable inside `jax.jit`; donate `table` for no copy).
+
+    Args:
+      table: [N, D] float32.
+      rows: [B, T, C] int32 rows of `table` (clamped to [0, N)).
+      factors: [B, T, C] float32 per-lookup factors.
+      grads: [B, T, D] float32 (one per bag) or [B, T, C, D] (one per position).
+      scale: [] float32, e.g. -learning_rate.
+
+    Returns:
+      The updated [N, D] table (the same buffer when `table` is donated). Repeated rows sum.
+    """
+    if not has_sparse_row_update():
+        raise RuntimeError("recjax's native library has no sparse_row_update; rebuild it.")
+    return jax.ffi.ffi_call(
+        UPDATE_TARGET,
+        jax.ShapeDtypeStruct(table.shape, table.dtype),
+        input_output_aliases={0: 0},
+    )(
+        table,
+        rows.astype(jnp.int32),
+        factors.astype(jnp.float32),
+        grads.astype(jnp.float32),
+        jnp.asarray(scale, jnp.float32),
     )
 
 

@@ -1,11 +1,11 @@
 """What every benchmark run reports alike: its folder, the results header, texts and paths.
 
-    reporter = RunReporter.start("latency", config, requested_logdir=None, argv=sys.argv)
-    ...                                        # measure
-    reporter.write_results({"results": [...]})  # results.json: the header, then these
-    with SummaryWriter(reporter.logdir) as writer:
-        reporter.write_texts(writer)           # TensorBoard texts: command, config, fingerprint
-    reporter.print_paths()
+reporter = RunReporter.start("latency", config, requested_logdir=None, argv=sys.argv)
+...                                        # measure
+reporter.write_results({"results": [...]})  # results.json: the header, then these
+with SummaryWriter(reporter.logdir) as writer:
+    reporter.write_texts(writer)           # TensorBoard texts: command, config, fingerprint
+reporter.print_paths()
 """
 
 import dataclasses
