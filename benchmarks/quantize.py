@@ -6,8 +6,8 @@ r"""Post-training quantization of a preset and its error against float32, per ta
     python -m benchmarks.quantize --model=rmc2-tiny --override=table_dtype=float16
 
 The flags shared by every binary (--model, --seed, --embedding_lowering, --huge_pages, --logdir,
---override) are defined in benchmarks/flags.py; --override=table_dtype=... and
---override=mlp_dtype=... choose the dtypes to quantize to.
+--override, --ids) are defined in benchmarks/flags.py; --override=table_dtype=... and
+--override=mlp_dtype=... choose the dtypes to quantize to, --ids how the batch draws its ids.
 
 Builds the preset in float32 from --seed, quantizes it table by table into the dtypes of the
 overridden config (`recjax.runtime.quantize.quantize_model`: no second float32 copy of the tables),
@@ -43,6 +43,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     shared.start_on_cpu()
     config = shared.model_config()
+    ids = shared.id_distributions(config)
     reference_config = float32_config(config)
     try:
         lowering, lowering_note = resolve_lowering(config.embedding_lowering)
@@ -67,12 +68,14 @@ def main(argv: list[str]) -> None:
     print(f"logdir:  {reporter.logdir}")
     reference, _ = build_model(reference_config, shared.SEED.value, huge_pages=False)
     quantized = quantize_model(reference, config)
-    batch = to_device(synthetic_features(config, _BATCH_SIZE.value, seed=shared.SEED.value + 1))
+    batch = synthetic_features(config, _BATCH_SIZE.value, seed=shared.SEED.value + 1, ids=ids)
+    batch = to_device(batch)
     report = quantization_error(reference, quantized, batch)
     table = format_report(report)
     reporter.write_results(
         {
             "embedding_lowering": lowering,
+            "ids": shared.IDS.value,
             "float32_parameter_bytes": reference_config.parameter_bytes,
             "quantized_parameter_bytes": config.parameter_bytes,
             "quantization_error": report.to_json(),
