@@ -25,7 +25,7 @@ from recjax.models.registry import family_of
 # about 0.25 ms for 32 tables at batch 16 on the 2-core machine of DESIGN.md): pin 1.8.0.
 # The pins of pyproject.toml's torchrec extra, installed without torchrec's CUDA requirements.
 INSTALL_HINT = (
-    "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && "
+    "pip install torch==2.13.0 && "
     "pip install --no-deps fbgemm-gpu-cpu==1.8.0 torchrec==1.8.0 tensordict==0.15.3 "
     "pyvers==0.2.3 cloudpickle==3.1.3 pyre-extensions==0.0.32 typing-inspect==0.9.0 "
     "mypy-extensions==1.2.0"
