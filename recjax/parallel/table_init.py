@@ -10,6 +10,7 @@ a whole table, to load into an unsharded model for comparison.
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -62,5 +63,7 @@ def load_full_tables(model: nnx.Module, seed: int) -> nnx.Module:
         group = collection.table_group[table.name]
         stacked[group][offset : offset + table.num_rows] = full_table(seed, index, table)
     for name, values in stacked.items():
-        collection.tables[name].set_value(values)
+        # A device array, not the NumPy buffer: a NumPy parameter would be copied to the device
+        # on every call of the compiled model (the whole table set, per call).
+        collection.tables[name].set_value(jnp.asarray(values))
     return model

@@ -14,7 +14,7 @@ from recjax.parallel.sharded_collection import (
     ShardedEmbeddingCollection,
     device_mesh,
 )
-from recjax.parallel.sharded_model import host_batch
+from recjax.parallel.sharded_model import host_batch, reference_model
 from recjax.parallel.table_init import BLOCK_ROWS, full_table, table_rows
 from tests.parallel.simulated import run_on_devices
 
@@ -109,3 +109,11 @@ def test_worker_commands_replace_the_group_flags():
         "--coordinator=localhost:9",
         "--logdir=/run",
     ]
+
+
+def test_the_unsharded_reference_keeps_its_tables_on_the_device():
+    # NumPy tables would be copied into the compiled program on every call: the whole table set
+    # per call, which made the unsharded baseline of `benchmarks.latency --processes` 20-200x slow.
+    model = reference_model(configs.get("rmc1-tiny"), seed=3)
+    buffers = model.sparse_arch.table_buffers()
+    assert buffers and all(isinstance(buffer, jax.Array) for buffer in buffers.values())
