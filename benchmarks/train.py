@@ -40,6 +40,7 @@ from recjax.train.embedding_optimizers import EMBEDDING_OPTIMIZERS
 from recjax.train.loop import HeldOut, Trainer, TrainSettings, loss_agreement, run_twin
 from recjax.train.optimizers import DENSE_OPTIMIZERS, SCHEDULES, rate_at
 from recjax.train.planted import write_planted_files
+from recjax.train.step import check_trainable
 
 FRAMEWORKS = ("recjax", "torch")
 
@@ -228,6 +229,10 @@ def main(argv: list[str]) -> None:
     shared.start_on_cpu()
     logging.set_verbosity(logging.WARNING)  # orbax logs every step of a save at INFO
     config = shared.model_config()
+    try:
+        check_trainable(config)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     settings = _settings()
     frameworks = tuple(dict.fromkeys(_FRAMEWORKS.value))
     try:
@@ -295,6 +300,12 @@ def main(argv: list[str]) -> None:
             writer=writer,
             reference_auc=planted.auc if planted else None,
         )
+        if trainer.program.scanned_recurrences:
+            print(
+                f"train:   recurrences {', '.join(trainer.program.scanned_recurrences)} loop by "
+                "lax.scan over all steps in the train step (their while loop has no reverse-mode "
+                "derivative; the same function) and by their configured loop in evaluation"
+            )
         try:
             result = trainer.run()
         except CheckpointMismatchError as error:

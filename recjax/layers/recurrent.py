@@ -26,7 +26,9 @@ recompiled), in one of two loops (`LOOPS`, see `masked_recurrence`):
                steps, a run-time trip count (a batch of short histories takes few steps)
     "scan"     a `lax.scan` over all S steps
 
-Under `jax.disable_jit` either runs as a Python loop, op by op.
+Under `jax.disable_jit` either runs as a Python loop, op by op. Training differentiates the
+"scan" form whatever the module's loop (`scan_recurrences`): reverse mode cannot differentiate a
+while loop whose trip count is known only at run time, and both loops compute the same function.
 
 Parameters: input_kernel [E, 3H] and hidden_kernel [H, 3H], their columns the gates r | u | h~,
 and biases input_bias, hidden_bias [3H]; all uniform in +-1/sqrt(H), as PyTorch initializes a GRU.
@@ -231,6 +233,26 @@ class AUGRU(GRU):
             keep_outputs=False,
         )
         return final
+
+
+def while_loop_recurrences(model: nnx.Module) -> list[str]:
+    """The paths (e.g. "interest_extractor") of `model`'s GRUs and AUGRUs that loop by "longest"."""
+    return [
+        "/".join(str(part) for part in path)
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, GRU) and module.loop == "longest"
+    ]
+
+
+def scan_recurrences(model: nnx.Module) -> nnx.Module:
+    """`model` with every GRU and AUGRU looping by "scan": a new module holding the same arrays.
+
+    For training. Reverse mode cannot differentiate the "longest" loop, a `lax.while_loop` whose
+    trip count is known only at run time; a scan over all S steps is differentiable and computes
+    the same function (a step at or past a sample's length leaves its state unchanged, and the
+    outputs there are zeros), so training this view trains the model itself.
+    """
+    return nnx.with_attributes(model, only=GRU, raise_if_not_found=False, loop="scan")
 
 
 def gru_flops(in_features: int, hidden: int) -> int:

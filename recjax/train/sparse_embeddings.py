@@ -3,8 +3,9 @@
 Under `jax.grad`, the gradient of a gather is a scatter into zeros the size of the table (4 GB for
 rmc2, per step). The train step never asks JAX for it. It runs the sparse arch *outside* the
 differentiated function, takes the gradient of the loss with respect to the looked-up values
-(the pooled [B, D] rows of each pooled feature, the [B, S, D] rows of each sequence feature), and
-turns that into per-lookup row gradients here: the transpose of each lookup, written out.
+(the pooled [B, D] rows of each pooled feature, the [B, S, D] rows of each sequence feature, the
+[B, T, D] output of each `pool_call`), and turns that into per-lookup row gradients here: the
+transpose of each lookup, written out.
 
 For a pooled feature with ids x[b, c] (c < C), per-id factor s[b, c] (the weight of a weighted
 feature, 0 past the sample's length, divided by the length for mean pooling) and pooled output
@@ -19,23 +20,26 @@ gradient. `LookupGradient` holds these terms per call of the sparse arch, withou
 them one position at a time (`embedding_optimizers.sgd`) or sum them per row first
 (`embedding_optimizers.rowwise_adagrad`).
 
-This works through the family contract only: `model.sparse_arch` is an `EmbeddingCollection`
-whose `__call__(batch)` is the only way the model reads its tables; `GivenLookups` stands in for
-it inside the differentiated function and returns the values computed outside.
+This works through the family contract only: `model.sparse_arch` is an `EmbeddingCollection`,
+and the model reads its tables through its two public reads, `sparse_arch(batch)` (every
+feature's lookups) and `sparse_arch.pool_call(call, batch)` (one planned call, e.g. pointed at
+Wide & Deep's wide tables or DeepFM's first-order tables). Which reads a model makes is recorded
+once by tracing it abstractly with `RecordingSparseArch` in place of its sparse arch
+(`SparseReads`); the step computes those reads outside the differentiated function
+(`read_values`), and inside it `GivenLookups` stands in for the sparse arch and returns them.
 
 Shapes: `B` batch, `T` features of one call, `C` capacity (ids per bag, or sequence length S),
 `D` embedding dim, `N` rows of a stacked group buffer.
 """
 
 import dataclasses
-from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from recjax.inputs.features import Features
-from recjax.layers.embedding_collection import EmbeddingCollection
+from recjax.inputs.features import FeatureLayout, Features
+from recjax.layers.embedding_collection import EmbeddingCollection, PooledCall
 
 Lookups = dict[str, jax.Array]
 
@@ -61,32 +65,122 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State, 
     return nnx.split(model, TABLES, DENSE, REST)
 
 
+@dataclasses.dataclass(frozen=True)
+class SparseReads:
+    """The reads of `model.sparse_arch` that one forward pass of a model makes (static).
+
+    Attributes:
+      lookups: whether it calls `sparse_arch(batch)`.
+      pool_calls: the distinct `sparse_arch.pool_call(call, batch)` calls, in first-call order
+        (a call made twice is one read: its value is given twice and its gradients sum).
+    """
+
+    lookups: bool
+    pool_calls: tuple[PooledCall, ...]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SparseValues:
+    """The values of a model's `SparseReads` for one batch (and, alike, their gradients).
+
+    Attributes:
+      lookups: {feature: [B, D] or [B, S, D]} of `sparse_arch(batch)`; empty if not read.
+      pooled: [B, T, D] of each of the reads' `pool_calls`, in their order.
+    """
+
+    lookups: Lookups
+    pooled: tuple[jax.Array, ...]
+
+
+def read_values(
+    sparse_arch: EmbeddingCollection, reads: SparseReads, batch: Features
+) -> SparseValues:
+    """The `SparseValues` of `reads` for `batch`, by the collection's own lowering (outside the
+    differentiated function: the lowering needs no backward pass)."""
+    return SparseValues(
+        lookups=sparse_arch(batch) if reads.lookups else {},
+        pooled=tuple(sparse_arch.pool_call(call, batch) for call in reads.pool_calls),
+    )
+
+
+def _other_use(name: str) -> AttributeError:
+    return AttributeError(
+        f"The train step gives the model its embedding lookups through `model.sparse_arch(batch)` "
+        f"and `model.sparse_arch.pool_call(call, batch)` only (the family contract); the model "
+        f"asked for `sparse_arch.{name}`."
+    )
+
+
+def _check_layout(batch: Features, layout: FeatureLayout) -> None:
+    if batch.layout != layout:
+        raise ValueError(
+            f"The batch's sparse features {list(batch.layout.names)} are not the model's "
+            f"{list(layout.names)}."
+        )
+
+
+class RecordingSparseArch:
+    """Stands in for `model.sparse_arch` while the model is traced on abstract inputs: it answers
+    both reads with the collection's own, and records which were made (`reads()`). Any other use
+    of the sparse arch fails here, naming the contract."""
+
+    def __init__(self, sparse_arch: EmbeddingCollection):
+        self._sparse_arch = sparse_arch
+        self._lookups = False
+        self._pool_calls: list[PooledCall] = []
+
+    def __call__(self, batch: Features) -> Lookups:
+        self._lookups = True
+        return self._sparse_arch(batch)
+
+    def pool_call(self, call: PooledCall, batch: Features) -> jax.Array:
+        if call not in self._pool_calls:
+            self._pool_calls.append(call)
+        return self._sparse_arch.pool_call(call, batch)
+
+    def reads(self) -> SparseReads:
+        return SparseReads(self._lookups, tuple(self._pool_calls))
+
+    def __getattr__(self, name: str):
+        raise _other_use(name)
+
+
 class GivenLookups:
     """Stands in for `model.sparse_arch` inside the differentiated function.
 
-    Called with the batch, as the model calls its sparse arch, it returns the lookups computed
-    outside the function, so that the gradient flows to them and stops there. Any other use of
-    the sparse arch by a model fails here, naming the contract.
+    Called as the model calls its sparse arch (`sparse_arch(batch)`, `sparse_arch.pool_call(call,
+    batch)`), it returns the values computed outside the function, so that the gradient flows to
+    them and stops there. A read that was not recorded, or any other use of the sparse arch, fails
+    here, naming the contract.
     """
 
-    def __init__(self, lookups: Lookups, layout):
-        self._lookups = lookups
+    def __init__(self, values: SparseValues, reads: SparseReads, layout: FeatureLayout):
+        self._values = values
+        self._reads = reads
         self._layout = layout
 
     def __call__(self, batch: Features) -> Lookups:
-        if batch.layout != self._layout:
+        _check_layout(batch, self._layout)
+        if not self._reads.lookups:
             raise ValueError(
-                f"The batch's sparse features {list(batch.layout.names)} are not the model's "
-                f"{list(self._layout.names)}."
+                "The model called `sparse_arch(batch)`, which it did not when its reads were "
+                "recorded: its reads must not depend on the batch."
             )
-        return dict(self._lookups)
+        return dict(self._values.lookups)
+
+    def pool_call(self, call: PooledCall, batch: Features) -> jax.Array:
+        _check_layout(batch, self._layout)
+        if call not in self._reads.pool_calls:
+            raise ValueError(
+                f"The model called `sparse_arch.pool_call` for features {list(call.features)} "
+                f"in group {call.group}, which it did not when its reads were recorded: its "
+                "reads must not depend on the batch."
+            )
+        return self._values.pooled[self._reads.pool_calls.index(call)]
 
     def __getattr__(self, name: str):
-        raise AttributeError(
-            f"The train step gives the model its embedding lookups through "
-            f"`model.sparse_arch(batch)` only (the family contract); the model asked for "
-            f"`sparse_arch.{name}`."
-        )
+        raise _other_use(name)
 
 
 @jax.tree_util.register_dataclass
@@ -172,60 +266,78 @@ def _stack_columns(array: jax.Array, batch: Features, names: tuple[str, ...]) ->
     return jnp.stack([array[:, column : column + capacity] for column in columns], axis=1)
 
 
+def _pooled_gradient(
+    sparse_arch: EmbeddingCollection,
+    call: PooledCall,
+    batch: Features,
+    grads: jax.Array,
+    table_at: dict[tuple[str, int], str],
+) -> LookupGradient:
+    """The row gradients of one pooled call, from d loss / d its [B, T, D] output."""
+    num_rows = group_rows(sparse_arch, call.group)
+    ids = _stack_columns(batch.ids, batch, call.features)  # [B, T, C]
+    offsets = jnp.asarray(call.row_offsets, jnp.int32)[None, :, None]
+    lengths = None
+    if not call.fixed_length:
+        indices = jnp.asarray([batch.layout.index(name) for name in call.features])
+        lengths = batch.lengths[:, indices]
+    weights = _stack_columns(batch.weights, batch, call.features) if call.weighted else None
+    return LookupGradient(
+        rows=jnp.clip(ids + offsets, 0, num_rows - 1),
+        factors=_factors(
+            call.capacity, lengths, weights, call.mean, ids.shape[0], len(call.features)
+        ),
+        grads=grads,
+        group=call.group,
+        tables=tuple(table_at[call.group, offset] for offset in call.row_offsets),
+        pooled=True,
+    )
+
+
+def _sequence_gradient(
+    sparse_arch: EmbeddingCollection, name: str, table: str, batch: Features, grads: jax.Array
+) -> LookupGradient:
+    """The row gradients of one sequence feature, from d loss / d its [B, S, D] rows."""
+    group = sparse_arch.table_group[table]
+    num_rows = group_rows(sparse_arch, group)
+    ids = batch.ids_of(name)[:, None, :]  # [B, 1, S]
+    lengths = batch.lengths_of(name)[:, None]
+    return LookupGradient(
+        rows=jnp.clip(ids + sparse_arch.table_offset[table], 0, num_rows - 1),
+        factors=_factors(ids.shape[2], lengths, None, False, ids.shape[0], 1),
+        grads=grads[:, None],  # [B, 1, S, D]
+        group=group,
+        tables=(table,),
+        pooled=False,
+    )
+
+
 def lookup_gradients(
     sparse_arch: EmbeddingCollection,
-    table_of_feature: Mapping[str, str],
+    reads: SparseReads,
     batch: Features,
-    cotangents: Lookups,
+    cotangents: SparseValues,
 ) -> list[LookupGradient]:
-    """The row gradients of every lookup of `batch`, from d loss / d (each feature's output).
+    """The row gradients of every lookup the model's reads made for `batch`.
 
     Args:
       sparse_arch: the model's `EmbeddingCollection` (its call plan and table offsets).
-      table_of_feature: {feature name: table name} (from the model's config).
+      reads: the reads the model makes (recorded by `RecordingSparseArch`).
       batch: the batch the lookups were made for.
-      cotangents: {feature: [B, D] or [B, S, D]} gradients of the loss w.r.t. the lookups.
+      cotangents: d loss / d the reads' values, a `SparseValues`.
     """
+    table_at = {
+        (sparse_arch.table_group[table], offset): table
+        for table, offset in sparse_arch.table_offset.items()
+    }
     gradients = []
-    for call in sparse_arch.pooled_calls:
-        num_rows = group_rows(sparse_arch, call.group)
-        ids = _stack_columns(batch.ids, batch, call.features)  # [B, T, C]
-        offsets = jnp.asarray(call.row_offsets, jnp.int32)[None, :, None]
-        lengths = None
-        if not call.fixed_length:
-            indices = jnp.asarray([batch.layout.index(name) for name in call.features])
-            lengths = batch.lengths[:, indices]
-        weights = _stack_columns(batch.weights, batch, call.features) if call.weighted else None
-        gradients.append(
-            LookupGradient(
-                rows=jnp.clip(ids + offsets, 0, num_rows - 1),
-                factors=_factors(
-                    call.capacity,
-                    lengths,
-                    weights,
-                    call.mean,
-                    ids.shape[0],
-                    len(call.features),
-                ),
-                grads=jnp.stack([cotangents[name] for name in call.features], axis=1),
-                group=call.group,
-                tables=tuple(table_of_feature[name] for name in call.features),
-                pooled=True,
-            )
-        )
-    for name, table in sparse_arch.sequence_features:
-        group = sparse_arch.table_group[table]
-        num_rows = group_rows(sparse_arch, group)
-        ids = batch.ids_of(name)[:, None, :]  # [B, 1, S]
-        lengths = batch.lengths_of(name)[:, None]
-        gradients.append(
-            LookupGradient(
-                rows=jnp.clip(ids + sparse_arch.table_offset[table], 0, num_rows - 1),
-                factors=_factors(ids.shape[2], lengths, None, False, ids.shape[0], 1),
-                grads=cotangents[name][:, None],  # [B, 1, S, D]
-                group=group,
-                tables=(table,),
-                pooled=False,
-            )
-        )
+    if reads.lookups:
+        for call in sparse_arch.pooled_calls:
+            grads = jnp.stack([cotangents.lookups[name] for name in call.features], axis=1)
+            gradients.append(_pooled_gradient(sparse_arch, call, batch, grads, table_at))
+        for name, table in sparse_arch.sequence_features:
+            grads = cotangents.lookups[name]
+            gradients.append(_sequence_gradient(sparse_arch, name, table, batch, grads))
+    for call, grads in zip(reads.pool_calls, cotangents.pooled, strict=True):
+        gradients.append(_pooled_gradient(sparse_arch, call, batch, grads, table_at))
     return gradients

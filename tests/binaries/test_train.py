@@ -133,6 +133,7 @@ def test_latency_measures_trained_weights_from_the_checkpoint(first_run, tmp_pat
         (["--frameworks=torch"], "--frameworks must include recjax"),
         (["--criteo_mapping=strict"], "rmc1-tiny takes 128 dense inputs and 8 sparse features"),
         (["--data=/nonexistent/*.tsv"], "no file matches '/nonexistent/\\*.tsv'"),
+        (["--override=table_dtype=int8"], "not rmc1_table_0 (int8), rmc1_table_1 (int8)"),
     ],
 )
 def test_bad_flags_are_refused(flags, message, tmp_path):

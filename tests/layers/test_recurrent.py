@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax.layers.recurrent import AUGRU, GRU, gru_step
+from recjax.layers.recurrent import (
+    AUGRU,
+    GRU,
+    gru_step,
+    scan_recurrences,
+    while_loop_recurrences,
+)
 from tests.models import sequence_reference as reference
 
 LENGTHS = np.asarray([0, 1, 4, 7, 3])
@@ -112,3 +118,22 @@ def test_the_longest_loop_takes_as_many_steps_as_the_longest_sequence(unroll):
             calls.clear()
             gru(x, np.asarray(lengths))
             assert len(calls) == -(-expected // unroll) * unroll  # whole iterations of `unroll`
+
+
+class _TwoRecurrences(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.gru = GRU(6, 4, rngs=rngs)  # "longest"
+        self.augru = AUGRU(4, 4, loop="scan", rngs=rngs)
+
+
+def test_scan_recurrences_views_the_same_arrays_looping_by_scan_with_the_same_outputs():
+    """What training relies on (recjax.train.step): the view differs in its loop only."""
+    model = _TwoRecurrences(nnx.Rngs(3))
+    view = scan_recurrences(model)
+    assert while_loop_recurrences(model) == ["gru"] and while_loop_recurrences(view) == []
+    assert (view.gru.loop, view.augru.loop, model.gru.loop) == ("scan", "scan", "longest")
+    assert view.gru.hidden_kernel[...] is model.gru.hidden_kernel[...]
+    x = inputs(6)
+    run = jax.jit(lambda gru, x, n: gru(x, n))
+    for longest, scanned in zip(run(model.gru, x, LENGTHS), run(view.gru, x, LENGTHS), strict=True):
+        np.testing.assert_allclose(scanned, longest, rtol=1e-6, atol=1e-7)

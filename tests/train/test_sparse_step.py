@@ -3,7 +3,9 @@
 The reference differentiates the whole model (tables included) with the pure-JAX `gather_sum`
 lowering, so the table gradient is the dense scatter of JAX's own transpose, and applies SGD or
 row-wise Adagrad to every row of it by the textbook formulas. Tables of 5-7 rows with bags of up
-to 5 ids repeat ids within bags, across samples and across features sharing a table.
+to 5 ids repeat ids within bags, across samples and across features sharing a table. The presets
+that read tables through `sparse_arch.pool_call` (Wide & Deep, DeepFM) and DIEN, whose recurrences
+the step runs as scans, are checked the same way.
 """
 
 import dataclasses
@@ -19,7 +21,13 @@ import configs
 from recjax import native
 from recjax.inputs.synthetic import synthetic_features, to_device
 from recjax.train.embedding_optimizers import embedding_optimizer, rowwise_adagrad, sgd
-from recjax.train.sparse_embeddings import GivenLookups, split_model
+from recjax.train.sparse_embeddings import (
+    GivenLookups,
+    RecordingSparseArch,
+    SparseReads,
+    read_values,
+    split_model,
+)
 from recjax.train.step import TrainProgram
 from tests.train.mixed_family import mixed_config
 
@@ -51,8 +59,10 @@ def loss_of(model, batch):
 
 
 def dense_reference(config, seed, batch_list, optimizer):
-    """Parameters and row accumulators after the steps, by jax.grad of the dense formulation."""
+    """Parameters and row accumulators after the steps, by jax.grad of the dense formulation (the
+    model in training mode, as the step runs it)."""
     model = dataclasses.replace(config, embedding_lowering="gather_sum").build(nnx.Rngs(seed))
+    model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = {path: variable[...] for path, variable in nnx.to_flat_state(params)}
     accumulators = {path: 0.0 for path in params if path[:2] == ("sparse_arch", "tables")}
@@ -60,7 +70,12 @@ def dense_reference(config, seed, batch_list, optimizer):
     @jax.jit
     def gradient(params, batch):
         state = nnx.from_flat_state([(path, nnx.Param(value)) for path, value in params.items()])
-        return jax.grad(lambda state: loss_of(nnx.merge(graphdef, state, rest), batch))(state)
+
+        def loss(state):
+            # copy=True: fresh variables of this trace (training mode updates batch statistics).
+            return loss_of(nnx.merge(graphdef, state, rest, copy=True), batch)
+
+        return jax.grad(loss)(state)
 
     for batch in batch_list:
         grads = {path: v[...] for path, v in nnx.to_flat_state(gradient(params, batch))}
@@ -126,6 +141,37 @@ def test_a_dlrm_preset_matches_the_dense_gradient_with_mean_weighted_and_ragged_
             np.testing.assert_allclose(got[path][...], value, rtol=2e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("name", ["wnd-tiny", "mtwnd-tiny", "deepfm-tiny", "dien-tiny"])
+def test_pool_call_and_recurrent_presets_match_the_dense_gradient(name):
+    """One SGD step. Wide & Deep's wide tables and DeepFM's first-order tables are read through
+    `sparse_arch.pool_call`; DIEN's default recurrences are while loops, which jax.grad cannot
+    differentiate, so its reference is the same model with recurrence_loop="scan" (the same
+    function, see tests/layers/test_recurrent.py). Tables of 9 rows repeat ids across samples."""
+    config = configs.get(name)
+    tables = tuple(dataclasses.replace(table, num_rows=9) for table in config.tables)
+    config = dataclasses.replace(config, tables=tables)
+    batch_list = batches(config, 1)
+    program, state = sparse_run(config, 4, batch_list, "sgd")
+    differentiable = {"recurrence_loop": "scan"} if name == "dien-tiny" else {}
+    expected, _ = dense_reference(
+        dataclasses.replace(config, **differentiable), 4, batch_list, "sgd"
+    )
+    got = {
+        path: v[...] for path, v in nnx.to_flat_state(nnx.state(program.model(state), nnx.Param))
+    }
+    assert set(got) == set(expected)
+    for path, value in expected.items():
+        np.testing.assert_allclose(got[path], value, rtol=2e-5, atol=2e-6, err_msg=str(path))
+    initial = config.build(nnx.Rngs(4)).sparse_arch.table_buffers()
+    for group, table in state.tables.items():  # the dim-1 group ("d1_float32") too
+        assert not np.array_equal(table, initial[group]), group
+    if name == "dien-tiny":
+        assert program.reads.pool_calls == ()
+        assert set(program.scanned_recurrences) == {"interest_extractor", "interest_evolution"}
+    else:
+        assert program.reads.lookups and len(program.reads.pool_calls) > 0
+
+
 def test_duplicate_ids_sum_before_the_rowwise_adagrad_step():
     """By hand: one table of 3 rows, one bag [1, 1, 2] of a sum feature, d loss / d pooled = g.
 
@@ -177,14 +223,27 @@ def test_the_step_forms_no_dense_table_gradient():
         assert memory.alias_size_in_bytes >= table_bytes, (optimizer, memory)
 
 
-def test_given_lookups_refuse_other_uses_of_the_sparse_arch():
-    config = mixed_config()
+def test_given_lookups_replay_the_recorded_reads_and_refuse_others():
+    config = configs.get("deepfm-tiny")
     model = config.build(nnx.Rngs(0))
     batch = to_device(synthetic_features(config, 2, seed=0))
-    given = GivenLookups(model.sparse_arch(batch), model.sparse_arch.layout)
+    sparse_arch = model.sparse_arch
+    recorder = RecordingSparseArch(sparse_arch)
+    expected = model(batch)
+    model.sparse_arch = recorder
+    np.testing.assert_array_equal(model(batch)["click"], expected["click"])
+    reads = recorder.reads()
+    assert reads == SparseReads(True, model.first_order_calls)
+    values = read_values(sparse_arch, reads, batch)
+    given = GivenLookups(values, reads, sparse_arch.layout)
+    model.sparse_arch = given
+    np.testing.assert_array_equal(model(batch)["click"], expected["click"])
     assert set(given(batch)) == {feature.name for feature in config.features}
-    with pytest.raises(AttributeError, match=r"model.sparse_arch\(batch\)` only"):
-        given.table_buffers()
+    with pytest.raises(ValueError, match="did not when its reads were recorded"):
+        given.pool_call(sparse_arch.pooled_calls[0], batch)
+    for stand_in in (given, recorder):
+        with pytest.raises(AttributeError, match=r"and `model.sparse_arch.pool_call\(call, batch"):
+            stand_in.table_buffers()
     with pytest.raises(ValueError, match="EmbeddingCollection"):
         split_model(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
 
