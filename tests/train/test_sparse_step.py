@@ -141,9 +141,10 @@ def test_a_dlrm_preset_matches_the_dense_gradient_with_mean_weighted_and_ragged_
             np.testing.assert_allclose(got[path][...], value, rtol=2e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "rowwise_adagrad"])
 @pytest.mark.parametrize("name", ["wnd-tiny", "mtwnd-tiny", "deepfm-tiny", "dien-tiny"])
-def test_pool_call_and_recurrent_presets_match_the_dense_gradient(name):
-    """One SGD step. Wide & Deep's wide tables and DeepFM's first-order tables are read through
+def test_pool_call_and_recurrent_presets_match_the_dense_gradient(name, optimizer):
+    """One step. Wide & Deep's wide tables and DeepFM's first-order tables are read through
     `sparse_arch.pool_call`; DIEN's default recurrences are while loops, which jax.grad cannot
     differentiate, so its reference is the same model with recurrence_loop="scan" (the same
     function, see tests/layers/test_recurrent.py). Tables of 9 rows repeat ids across samples."""
@@ -151,10 +152,10 @@ def test_pool_call_and_recurrent_presets_match_the_dense_gradient(name):
     tables = tuple(dataclasses.replace(table, num_rows=9) for table in config.tables)
     config = dataclasses.replace(config, tables=tables)
     batch_list = batches(config, 1)
-    program, state = sparse_run(config, 4, batch_list, "sgd")
+    program, state = sparse_run(config, 4, batch_list, optimizer)
     differentiable = {"recurrence_loop": "scan"} if name == "dien-tiny" else {}
     expected, _ = dense_reference(
-        dataclasses.replace(config, **differentiable), 4, batch_list, "sgd"
+        dataclasses.replace(config, **differentiable), 4, batch_list, optimizer
     )
     got = {
         path: v[...] for path, v in nnx.to_flat_state(nnx.state(program.model(state), nnx.Param))
