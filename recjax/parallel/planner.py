@@ -24,8 +24,9 @@ c_t lookups per sample, rows of r_t bytes, o_t output values per sample, i_t id 
   ids          every exchanged id (and weight) crosses to its destination; with static shapes, a
                row-wise table sends each device's ids to every device (B c_t i_t in and out per
                device, the volume of an all-gather of ids).
-  outputs      pooled rows back: an all-to-all of B o_t 4 bytes from a table-wise owner, a
-               reduce-scatter of (P - 1) / P x B o_t 4 bytes per device for a row-wise table.
+  outputs      pooled rows back: an all-to-all of B o_t 4 bytes from a table-wise owner; for a
+               row-wise table, a reduce-scatter written as an all-to-all (1 / P of the B o_t 4
+               bytes of partial sums to each other device, then a local sum).
   Traffic between devices of one host moves at `intra_host_bytes_per_s`, across hosts at
   `inter_host_bytes_per_s`. Times add; the busiest device bounds the step (collectives wait
   for the slowest participant).
@@ -217,21 +218,20 @@ def table_costs(
     for device in devices:
         add(device, _traffic_cost(mesh, device, dict.fromkeys(owners, ids_per_device), model))
     if kind is ShardingType.ROW_WISE:
-        # Ring reduce-scatter of [B, o] partial sums: (P - 1) / P of them leave each device, to
-        # its ring neighbour (device + 1, across hosts at host boundaries).
+        # Reduce-scatter of [B, o] partial sums as an all-to-all: each device's block of b
+        # samples to that device (across hosts for the other hosts' devices).
         partial = batch_size * load.outputs_per_sample * OUTPUT_BYTES
         for device in devices:
-            neighbour = (device + 1) % mesh.num_devices
-            share = partial * (mesh.num_devices - 1) / mesh.num_devices
-            add(device, _traffic_cost(mesh, device, {neighbour: share}, model))
+            blocks = dict.fromkeys(devices, partial / mesh.num_devices)
+            add(device, _traffic_cost(mesh, device, blocks, model))
         return costs
-    # Table-row-wise: reduce-scatter inside the host, then one all-to-all of pooled rows across
-    # hosts (each host device sends H slices of b rows).
+    # Table-row-wise: reduce-scatter inside the host (an all-to-all of 1 / L of the partial sums
+    # to each other device of the host), then one all-to-all of pooled rows across hosts (each
+    # host device sends H slices of b rows).
     partial = batch_size * load.outputs_per_sample * OUTPUT_BYTES
     local = mesh.devices_per_host
     for device in owners:
-        neighbour = owners[(owners.index(device) + 1) % local]
-        add(device, _traffic_cost(mesh, device, {neighbour: partial * (local - 1) / local}, model))
+        add(device, _traffic_cost(mesh, device, dict.fromkeys(owners, partial / local), model))
         same_local = [d for d in devices if d % local == device % local]
         add(
             device,

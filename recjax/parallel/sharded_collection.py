@@ -11,12 +11,13 @@ Inside `shard_map`, each device runs, per exchange group (see `recjax.parallel.l
                    every sample's bags of its tables with recjax's lowering -> all-to-all of the
                    pooled [b, d] rows back to the samples' devices; column pieces concatenated.
   row_wise         each id sent to the device owning its row (all-to-all), each device pools its
-                   partial sums for the whole batch [B, d], reduce-scatter over the devices sums
-                   them and leaves each device its own samples' [b, d].
+                   partial sums for the whole batch [B, d], and a reduce-scatter (an all-to-all of
+                   each device's [b, d] block to that device, then a sum) leaves each device its
+                   own samples' sums.
   table_row_wise   ids to the devices of the table's host (all-to-all over the whole mesh), partial
-                   sums reduce-scattered inside the host (over "local"), then one all-to-all
-                   across hosts (over "host") returns the pooled rows: only pooled [b, d] rows
-                   cross hosts.
+                   sums reduce-scattered the same way inside the host (over "local"), then one
+                   all-to-all across hosts (over "host") returns the pooled rows: only pooled
+                   [b, d] rows cross hosts.
   data_parallel    looked up locally in a replicated copy; no communication.
 
 No table, and no unpooled row of a pooled feature, ever leaves its device: the automatic
@@ -70,6 +71,19 @@ def process_devices(mesh: Mesh) -> tuple[int, ...]:
     """The flat mesh indices of this process's devices."""
     me = jax.process_index()
     return tuple(i for i, device in enumerate(mesh.devices.flat) if device.process_index == me)
+
+
+def _reduce_scatter(blocks: jax.Array, axes, axis: int) -> jax.Array:
+    """Sums `blocks` over the devices of `axes` and leaves each device its own block.
+
+    `blocks` has one block per device of `axes` along `axis`; the result keeps that axis with
+    length 1. The same bytes leave each device as in a ring reduce-scatter. Not `psum_scatter`:
+    across processes (XLA:CPU over Gloo, jaxlib 0.10.2) it intermittently returned a wrong sum for
+    the last sample of the first device's block; in the same stress runs this form never did
+    (docs/design/sharding.md, "Why the reduce-scatter is an all-to-all").
+    """
+    received = jax.lax.all_to_all(blocks, axes, axis, axis)  # block `axis`: the source device
+    return received.sum(axis=axis, keepdims=True)
 
 
 class ShardedEmbeddingCollection(nnx.Module):
@@ -255,10 +269,10 @@ class ShardedEmbeddingCollection(nnx.Module):
             per_source = looked_up.reshape(num_devices, -1, *looked_up.shape[1:])
             return jax.lax.all_to_all(per_source, DEVICE_AXES, 0, 0)  # [P (owner), b, ...]
         if group.kind == layouts.ROW_WISE:
-            summed = jax.lax.psum_scatter(looked_up, DEVICE_AXES, scatter_dimension=0, tiled=True)
-            return summed[None]  # [1, b, ...]
+            per_owner = looked_up.reshape(num_devices, -1, *looked_up.shape[1:])
+            return _reduce_scatter(per_owner, DEVICE_AXES, 0)  # [1, b, ...]
         per_source = looked_up.reshape(hosts, local, -1, *looked_up.shape[1:])
-        in_host = jax.lax.psum_scatter(per_source, LOCAL_AXIS, scatter_dimension=1, tiled=True)
+        in_host = _reduce_scatter(per_source, LOCAL_AXIS, 1)
         # [H (sources' host), 1, b, ...] -> [H (owner host), 1, b, ...] for this device's samples
         return jax.lax.all_to_all(in_host, HOST_AXIS, 0, 0)[:, 0]
 

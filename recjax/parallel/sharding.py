@@ -10,7 +10,8 @@ sharding types are TorchRec's (`torchrec.distributed.types.ShardingType`):
   column_wise      the columns split into pieces, each placed like a table-wise table; the pooled
                    pieces are concatenated.
   row_wise         the rows split into contiguous blocks over every device of the mesh; each device
-                   pools the ids that fall in its block, and the partial sums are reduce-scattered.
+                   pools the ids that fall in its block, and the partial sums are reduce-scattered
+                   (written as an all-to-all and a local sum).
   table_row_wise   the table on one host, its rows split over that host's devices: row-wise
                    inside the host, table-wise across hosts (TorchRec's TWRW).
 

@@ -13,7 +13,8 @@ def test_two_processes_equal_the_unsharded_model(tmp_path):
         "latency",
         "--model=rmc1-tiny",
         "--processes=2",
-        "--plan=row_wise",  # every table split over both processes: all-to-all and reduce-scatter
+        # Every table split over both processes: all-to-alls of ids and of partial sums.
+        "--plan=row_wise",
         f"--logdir={tmp_path}",
         *FAST,
     )

@@ -96,7 +96,8 @@ def test_table_wise_costs_by_hand():
 
 def test_row_wise_costs_by_hand():
     # 2 devices on one host; rows split in two; 4 lookups of 32-float rows (128 bytes, read as
-    # the 256-byte minimum); ids to both devices; a reduce-scatter of [B, 32] partial sums.
+    # the 256-byte minimum); ids to both devices; a reduce-scatter of [B, 32] partial sums (half
+    # of them to the other device).
     table = TableConfig("t", 1000, 32)
     load = planner.TableLoad.of(table, [FeatureConfig("f", "t", 4, weighted=True)])
     model = planner.CostModel(gather_bytes_per_s=1e9, intra_host_bytes_per_s=1e10)
