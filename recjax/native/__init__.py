@@ -19,6 +19,7 @@ import numpy as np
 
 FFI_TARGET = "recjax_sparse_lengths_sum"
 UPDATE_TARGET = "recjax_sparse_row_update"
+ADAGRAD_TARGET = "recjax_sparse_rowwise_adagrad"
 MATMUL_FFI_TARGET = "recjax_bfloat16_matmul"
 
 
@@ -45,6 +46,10 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     if hasattr(library, "RecjaxSparseRowUpdate"):  # a library built before it lacks it
         jax.ffi.register_ffi_target(
             UPDATE_TARGET, jax.ffi.pycapsule(library.RecjaxSparseRowUpdate), platform="cpu"
+        )
+    if hasattr(library, "RecjaxSparseRowwiseAdagrad"):
+        jax.ffi.register_ffi_target(
+            ADAGRAD_TARGET, jax.ffi.pycapsule(library.RecjaxSparseRowwiseAdagrad), platform="cpu"
         )
     library.recjax_gather_rows.restype = ctypes.c_double
     library.recjax_gather_rows.argtypes = [
@@ -152,6 +157,58 @@ def sparse_row_update(
         factors.astype(jnp.float32),
         grads.astype(jnp.float32),
         jnp.asarray(scale, jnp.float32),
+    )
+
+
+def has_sparse_rowwise_adagrad() -> bool:
+    """Whether the library holds `sparse_rowwise_adagrad` (the row-wise Adagrad table step)."""
+    library, _ = _load()
+    return library is not None and hasattr(library, "RecjaxSparseRowwiseAdagrad")
+
+
+def sparse_rowwise_adagrad(
+    table: jax.Array,
+    accumulator: jax.Array,
+    rows: jax.Array,
+    factors: jax.Array,
+    grads: jax.Array,
+    learning_rate: jax.Array,
+    epsilon: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Row-wise Adagrad on the looked-up rows, in place, by the C++ kernel of sparse_update.cc
+    (usable inside `jax.jit`; donate `table` and `accumulator` for no copy).
+
+    With g_r the sum of row r's lookup gradients (factors[b, t, c] * grad(b, t, c)):
+    accumulator[r] += mean_d(g_r[d]^2), table[r] -= learning_rate * g_r / (sqrt(accumulator[r]) +
+    epsilon), for every row looked up with a nonzero factor.
+
+    Args:
+      table: [N, D] float32.
+      accumulator: [N] float32.
+      rows, factors, grads: as `sparse_row_update` takes them.
+      learning_rate: [] float32.
+      epsilon: added to the root of the accumulator.
+
+    Returns:
+      The updated table [N, D] and accumulator [N] (the same buffers when donated).
+    """
+    if not has_sparse_rowwise_adagrad():
+        raise RuntimeError("recjax's native library has no sparse_rowwise_adagrad; rebuild it.")
+    return jax.ffi.ffi_call(
+        ADAGRAD_TARGET,
+        (
+            jax.ShapeDtypeStruct(table.shape, jnp.float32),
+            jax.ShapeDtypeStruct(accumulator.shape, jnp.float32),
+        ),
+        input_output_aliases={0: 0, 1: 1},
+    )(
+        table,
+        accumulator,
+        rows.astype(jnp.int32),
+        factors.astype(jnp.float32),
+        grads.astype(jnp.float32),
+        jnp.asarray(learning_rate, jnp.float32),
+        jnp.asarray(epsilon, jnp.float32),
     )
 
 

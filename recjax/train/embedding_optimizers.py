@@ -19,9 +19,11 @@ table buffers, so XLA writes them in place):
   ids sum exactly as in the dense gradient, and nothing larger than [B, T, D] is formed.
 - `rowwise_adagrad` (FBGEMM's and TorchRec's default for tables): one accumulator per row,
   a_r += mean_d(g_r[d]^2), table[r] -= lr * g_r / (sqrt(a_r) + eps), where g_r is the sum of the
-  row's gradients in the step. The repeated ids of a table are summed first (a sort and a segment
-  sum over that table's B x C lookups), one table at a time, so the largest array formed is one
-  table's [B x C, D] lookup gradients.
+  row's gradients in the step. By the native kernel when built (threads own disjoint row ranges;
+  each sums its rows' lookup gradients, then steps each row once), else in XLA one table at a
+  time: each lookup finds its row's first lookup (a scatter-min into an int per row), a segment
+  sum adds the gradients there, and the first lookups step their rows; the largest array formed
+  is one table's [B x C, D] lookup gradients. Neither sorts the ids.
 
 Shapes: `N` rows of a stacked group buffer, `D` embedding dim, `M` lookups of one table in a batch.
 """
@@ -110,27 +112,40 @@ def sgd(learning_rate: LearningRate, use_native: bool | None = None) -> Embeddin
 def sum_repeated_rows(
     rows: jax.Array, grads: jax.Array, num_rows: int
 ) -> tuple[jax.Array, jax.Array]:
-    """(unique rows [M], summed gradients [M, D]): each distinct row once, its gradients summed.
+    """(rows [M], summed gradients [M, D]): each distinct row once, its gradients summed.
 
-    Padded to M entries: the unused ones hold row `num_rows` (out of range; writes to it are
-    dropped) and zero gradients.
+    Entry i holds row `rows[i]` and the sum of that row's gradients if lookup i is the row's
+    first, else row `num_rows` (out of range: writes to it are dropped) and zeros. No sort: the
+    first lookup of every row is found by a scatter-min of positions into an int per table row.
     """
     size = rows.shape[0]
-    unique, inverse = jnp.unique(rows, size=size, fill_value=num_rows, return_inverse=True)
-    summed = jax.ops.segment_sum(grads, inverse.reshape(-1), num_segments=size)
-    return unique, summed
+    positions = jnp.arange(size, dtype=jnp.int32)
+    first = jnp.full((num_rows,), size, jnp.int32).at[rows].min(positions, mode="drop")
+    first_of_mine = first.at[rows].get(mode="fill", fill_value=size)  # [M]
+    summed = jax.ops.segment_sum(grads, first_of_mine, num_segments=size)
+    return jnp.where(first_of_mine == positions, rows, num_rows), summed
 
 
 def _rowwise_adagrad_rows(table, accumulator, rows, grads, rate, epsilon):
     """One table's row-wise Adagrad step from its lookups: rows [M], per-lookup grads [M, D]."""
-    unique, summed = sum_repeated_rows(rows, grads, table.shape[0])
-    row_accumulator = accumulator.at[unique].get(mode="fill", fill_value=0.0) + jnp.mean(
+    targets, summed = sum_repeated_rows(rows, grads, table.shape[0])
+    row_accumulator = accumulator.at[targets].get(mode="fill", fill_value=0.0) + jnp.mean(
         summed * summed, axis=1
     )
-    step = -rate * summed / (jnp.sqrt(row_accumulator)[:, None] + epsilon)
-    accumulator = accumulator.at[unique].set(row_accumulator, mode="drop", indices_are_sorted=True)
-    table = table.at[unique].add(step.astype(table.dtype), mode="drop", indices_are_sorted=True)
+    root = jnp.sqrt(row_accumulator) + epsilon
+    # A zero root (epsilon 0, all gradients 0 so far) means a zero gradient: no step.
+    step = -rate * summed / jnp.where(root > 0, root, 1.0)[:, None]
+    accumulator = accumulator.at[targets].set(row_accumulator, mode="drop", unique_indices=True)
+    table = table.at[targets].add(step.astype(table.dtype), mode="drop")
     return table, accumulator
+
+
+def _calls_of_group(gradients: Sequence[LookupGradient]) -> dict[str, int]:
+    """{group: how many of the gradients (calls of the sparse arch) read it}."""
+    calls: dict[str, int] = {}
+    for gradient in gradients:
+        calls[gradient.group] = calls.get(gradient.group, 0) + 1
+    return calls
 
 
 def _readers(gradients: Sequence[LookupGradient]) -> dict[tuple[str, str], int]:
@@ -143,14 +158,21 @@ def _readers(gradients: Sequence[LookupGradient]) -> dict[tuple[str, str], int]:
 
 
 def rowwise_adagrad(
-    learning_rate: LearningRate, epsilon: float = 1e-8, initial_accumulator_value: float = 0.0
+    learning_rate: LearningRate,
+    epsilon: float = 1e-8,
+    initial_accumulator_value: float = 0.0,
+    use_native: bool | None = None,
 ) -> EmbeddingOptimizer:
     """Row-wise Adagrad on the looked-up rows: one float32 accumulator per row.
 
-    Tables are updated one at a time, in a loop over the slots of each call whose table no other
-    slot reads (every DLRM table), so that only one table's lookup gradients are alive at once;
-    a table read by several features (slots) sums all their lookups before its step.
+    `use_native` (default: when the native library has it) steps each group's buffer with one
+    C++ kernel (`recjax.native.sparse_rowwise_adagrad`) when a single call reads the group. Else,
+    in XLA, tables are updated one at a time, in a loop over the slots of each call whose table no
+    other slot reads (every DLRM table), so that only one table's lookup gradients are alive at
+    once; a table read by several features (slots) sums all their lookups before its step.
     """
+    if use_native is None:
+        use_native = native.has_sparse_rowwise_adagrad()
 
     def init(tables: Tables) -> EmbeddingState:
         return {
@@ -165,6 +187,21 @@ def rowwise_adagrad(
         rate = _rate(learning_rate, state["count"])
         tables = dict(tables)
         accumulators = dict(state["accumulators"])
+        calls_of_group = _calls_of_group(gradients)
+        if use_native:
+            for gradient in gradients:
+                if calls_of_group[gradient.group] == 1:
+                    group = gradient.group
+                    tables[group], accumulators[group] = native.sparse_rowwise_adagrad(
+                        tables[group],
+                        accumulators[group],
+                        gradient.rows,
+                        gradient.factors,
+                        gradient.grads,
+                        rate,
+                        epsilon,
+                    )
+            gradients = [g for g in gradients if calls_of_group[g.group] > 1]
         readers = _readers(gradients)
         shared: dict[tuple[str, str], list[tuple[jax.Array, jax.Array]]] = {}
         for gradient in gradients:

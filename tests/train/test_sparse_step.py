@@ -309,3 +309,73 @@ def test_sgd_update_equals_numpy_add_at_with_repeated_rows(pooled, use_native):
     np.add.at(expected, rows.reshape(-1), -0.25 * per_lookup.reshape(-1, dim))
     np.testing.assert_allclose(got["g"], expected, rtol=1e-5, atol=1e-6)
     assert int(state["count"]) == 2
+
+
+@pytest.mark.parametrize(
+    "use_native", [False, True] if native.has_sparse_rowwise_adagrad() else [False]
+)
+@pytest.mark.parametrize("pooled", [True, False])
+def test_rowwise_adagrad_update_equals_numpy_with_repeated_and_shared_rows(pooled, use_native):
+    """Slots 0 and 1 read table x (rows 0-99 and 4,600 of the stacked buffer), slot 2 table z
+    (rows 5,000-5,099 and 8,999); rows repeat within and across bags; 9,000 rows split the
+    native kernel's work over two row ranges."""
+    from recjax.train.sparse_embeddings import LookupGradient
+
+    rng = np.random.default_rng(1)
+    batch, slots, capacity, dim, num_rows = 16, 3, 6, 4, 9_000
+    rows = np.empty((batch, slots, capacity), np.int32)
+    rows[:, :2] = rng.choice([4_600, *range(100)], (batch, 2, capacity))
+    rows[:, 2] = rng.choice([8_999, *range(5_000, 5_100)], (batch, capacity))
+    factors = rng.random((batch, slots, capacity)).astype(np.float32)
+    factors[0, 0, 2:] = 0.0  # padding
+    shape = (batch, slots, dim) if pooled else (batch, slots, capacity, dim)
+    grads = rng.normal(size=shape).astype(np.float32)
+    table = rng.normal(size=(num_rows, dim)).astype(np.float32)
+    accumulator = rng.random(num_rows).astype(np.float32)
+    gradient = LookupGradient(rows, factors, grads, "g", ("x", "x", "z"), pooled)
+    optimizer = rowwise_adagrad(
+        lambda count: 0.5 / (1 + count), epsilon=1e-3, use_native=use_native
+    )
+    update = jax.jit(optimizer.update, donate_argnums=(1, 2))
+    state = {"count": jnp.int32(1), "accumulators": {"g": jnp.asarray(accumulator)}}
+    got, state = update([gradient], state, {"g": jnp.asarray(table)})
+
+    summed = np.zeros_like(table, dtype=np.float64)
+    per_lookup = factors[..., None] * (grads[:, :, None, :] if pooled else grads)
+    np.add.at(summed, rows.reshape(-1), per_lookup.reshape(-1, dim))
+    expected_accumulator = accumulator + np.mean(summed**2, axis=1)
+    expected = table - 0.25 * summed / (np.sqrt(expected_accumulator)[:, None] + 1e-3)
+    np.testing.assert_allclose(state["accumulators"]["g"], expected_accumulator, rtol=1e-5)
+    np.testing.assert_allclose(got["g"], expected, rtol=1e-5, atol=1e-6)
+    assert int(state["count"]) == 2
+
+
+def test_rowwise_adagrad_sums_a_group_read_by_two_calls_before_its_step():
+    """Two calls (a pooled and a sequence feature) read one table: its rows step once, with the
+    sum of both calls' gradients (the XLA path, native library or not)."""
+    from recjax.train.sparse_embeddings import LookupGradient
+
+    pooled = LookupGradient(
+        rows=jnp.asarray([[[1, 2]]], jnp.int32),
+        factors=jnp.ones((1, 1, 2)),
+        grads=jnp.asarray([[[1.0, 2.0]]]),
+        group="g",
+        tables=("t",),
+        pooled=True,
+    )
+    sequence = LookupGradient(
+        rows=jnp.asarray([[[1, 0]]], jnp.int32),
+        factors=jnp.asarray([[[1.0, 0.0]]]),
+        grads=jnp.asarray([[[[3.0, 2.0], [5.0, 5.0]]]]),
+        group="g",
+        tables=("t",),
+        pooled=False,
+    )
+    optimizer = rowwise_adagrad(1.0, epsilon=0.0)
+    tables = {"g": jnp.zeros((3, 2))}
+    got, state = jax.jit(optimizer.update)([pooled, sequence], optimizer.init(tables), tables)
+    row_1 = np.asarray([4.0, 4.0])  # [1, 2] + [3, 2]
+    np.testing.assert_allclose(got["g"][1], -row_1 / np.sqrt(np.mean(row_1**2)))
+    np.testing.assert_allclose(got["g"][2], -np.asarray([1.0, 2.0]) / np.sqrt(2.5))
+    np.testing.assert_allclose(got["g"][0], [0.0, 0.0])
+    np.testing.assert_allclose(state["accumulators"]["g"], [0.0, 16.0, 2.5])
