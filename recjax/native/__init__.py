@@ -174,6 +174,7 @@ def sparse_rowwise_adagrad(
     grads: jax.Array,
     learning_rate: jax.Array,
     epsilon: float,
+    slot_tables: Sequence[int],
 ) -> tuple[jax.Array, jax.Array]:
     """Row-wise Adagrad on the looked-up rows, in place, by the C++ kernel of sparse_update.cc
     (usable inside `jax.jit`; donate `table` and `accumulator` for no copy).
@@ -188,6 +189,9 @@ def sparse_rowwise_adagrad(
       rows, factors, grads: as `sparse_row_update` takes them.
       learning_rate: [] float32.
       epsilon: added to the root of the accumulator.
+      slot_tables: T ints, the table each bag slot reads (slots that read one table share its
+        number: their lookups are summed together). The kernel steps one table at a time, so its
+        scratch holds at most one table's lookup gradients.
 
     Returns:
       The updated table [N, D] and accumulator [N] (the same buffers when donated).
@@ -209,6 +213,7 @@ def sparse_rowwise_adagrad(
         grads.astype(jnp.float32),
         jnp.asarray(learning_rate, jnp.float32),
         jnp.asarray(epsilon, jnp.float32),
+        slot_tables=np.asarray(slot_tables, np.int64),
     )
 
 

@@ -18,18 +18,20 @@
 //
 //   accumulator  [N] float32, aliased with the second result
 //   epsilon      [] float32
+//   slot_tables  T int64 (attribute): the table each bag slot reads (slots of one table share it)
 //
 // and `scale` = the learning rate. With g_r the sum of row r's lookup gradients in the call:
 //   a_r += mean_d(g_r[d]^2);  table[r] -= lr * g_r / (sqrt(a_r) + epsilon)
-// Each thread sums its rows' gradients in (b, t, c) order into a scratch of the rows it saw (a
-// row's first lookup gives it a slot; an int per row of its range finds the slot), then steps
-// each of those rows once. No sort: the work is O(lookups x D) plus an int per table row.
+// Each thread takes one table at a time and steps each of its rows that the table's slots looked
+// up once: a row looked up once straight from its lookup, a repeated row from the sum of its
+// gradients in (b, t, c) order (a scratch of the table's repeated rows; an int per row of the
+// thread's range marks what was seen). No sort.
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -177,7 +179,8 @@ ffi::Error SparseRowUpdate(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F32> ta
 struct AdagradWork : RowRangeWork {
   float* table;
   float* accumulator;
-  int64_t dim, lookups, capacity;
+  int64_t dim, batch, num_slots, capacity;
+  std::vector<std::vector<int64_t>> slots_of_table;  // the slots reading each table
   const int32_t* rows;
   const float* factors;
   const float* grads;
@@ -188,38 +191,96 @@ struct AdagradWork : RowRangeWork {
     return grads + (pooled ? lookup / capacity : lookup) * dim;
   }
 
+  int64_t RowOf(int64_t lookup) const {
+    return std::clamp<int64_t>(rows[lookup], 0, num_rows - 1);
+  }
+
+  // Asks for a row's table values and accumulator ahead of their use.
+  void Prefetch(int64_t row) const {
+    const char* bytes = reinterpret_cast<const char*>(table + row * dim);
+    for (int64_t offset = 0; offset < dim * 4; offset += kCacheLineBytes) {
+      __builtin_prefetch(bytes + offset, /*rw=*/1, /*locality=*/3);
+    }
+    __builtin_prefetch(accumulator + row, /*rw=*/1, /*locality=*/3);
+  }
+
+  // Calls visit(i, row) for each lookup i of `slots` whose row is in [first, last) and whose
+  // factor is not 0, in (b, t, c) order.
+  template <typename Visit>
+  void ForEachLookup(const std::vector<int64_t>& slots, int64_t first, int64_t last,
+                     Visit visit) const {
+    for (int64_t b = 0; b < batch; ++b) {
+      for (const int64_t t : slots) {
+        for (int64_t c = 0; c < capacity; ++c) {
+          const int64_t i = (b * num_slots + t) * capacity + c;
+          const int64_t row = RowOf(i);
+          if (row >= first && row < last && factors[i] != 0.0f) visit(i, row);
+        }
+      }
+    }
+  }
+
+  // a_r += mean_d(g[d]^2); table[r] -= lr * g / (sqrt(a_r) + epsilon), g = factor * gradient.
+  void Step(int64_t row, float factor, const float* gradient) const {
+    float squares = 0.0f;
+    for (int64_t d = 0; d < dim; ++d) squares += gradient[d] * gradient[d];
+    const float total = accumulator[row] + factor * factor * squares / static_cast<float>(dim);
+    accumulator[row] = total;
+    const float root = std::sqrt(total) + epsilon;
+    if (root == 0.0f) return;  // epsilon 0 and all of the row's gradients 0: no step
+    const float step = -learning_rate * factor / root;
+    float* target = table + row * dim;
+    for (int64_t d = 0; d < dim; ++d) target[d] += step * gradient[d];
+  }
+
+  // Per table: a first pass marks each row seen once (by its lookup) or more; a second steps the
+  // rows seen once straight from their lookup and sums the others' gradients in a scratch, which
+  // then steps them. The scratch holds only repeated rows, of one table.
   void UpdatePart(int64_t part) const override {
+    constexpr int32_t kUnseen = -1, kSeenOnce = -2, kRepeated = -3;
     const int64_t first = num_rows * part / parts;
     const int64_t last = num_rows * (part + 1) / parts;
-    std::vector<int32_t> slot_of(last - first, -1);  // row - first -> its slot, -1: not seen
-    std::vector<int64_t> seen_rows;                  // slot -> row
-    std::vector<float> sums;                         // [slots, D] summed gradients
-    for (int64_t i = 0; i < lookups; ++i) {
-      const int64_t row = std::clamp<int64_t>(rows[i], 0, num_rows - 1);
-      if (row < first || row >= last || factors[i] == 0.0f) continue;
-      int32_t& slot = slot_of[row - first];
-      if (slot < 0) {
-        slot = static_cast<int32_t>(seen_rows.size());
-        seen_rows.push_back(row);
-        sums.resize(sums.size() + dim, 0.0f);
+    // row - first -> kUnseen, kSeenOnce, kRepeated; in the second pass a repeated row's place in
+    // `sums` instead
+    std::vector<int32_t> mark(last - first, kUnseen);
+    std::vector<int64_t> seen_rows, repeated_rows, mine;  // mine: this range's lookups, in order
+    std::vector<float> sums;                              // [repeated rows, D]
+    for (const std::vector<int64_t>& slots : slots_of_table) {
+      ForEachLookup(slots, first, last, [&](int64_t i, int64_t row) {
+        mine.push_back(i);
+        int32_t& seen = mark[row - first];
+        if (seen == kUnseen) {
+          seen = kSeenOnce;
+          seen_rows.push_back(row);
+        } else if (seen == kSeenOnce) {
+          seen = kRepeated;
+          repeated_rows.push_back(row);
+        }
+      });
+      sums.assign(repeated_rows.size() * dim, 0.0f);
+      for (size_t place = 0; place < repeated_rows.size(); ++place) {
+        mark[repeated_rows[place] - first] = static_cast<int32_t>(place);
       }
-      float* sum = sums.data() + static_cast<int64_t>(slot) * dim;
-      const float factor = factors[i];
-      const float* grad = GradOf(i);
-      for (int64_t d = 0; d < dim; ++d) sum[d] += factor * grad[d];
-    }
-    for (size_t slot = 0; slot < seen_rows.size(); ++slot) {
-      const int64_t row = seen_rows[slot];
-      const float* sum = sums.data() + slot * dim;
-      float squares = 0.0f;
-      for (int64_t d = 0; d < dim; ++d) squares += sum[d] * sum[d];
-      const float total = accumulator[row] + squares / static_cast<float>(dim);
-      accumulator[row] = total;
-      const float root = std::sqrt(total) + epsilon;
-      if (root == 0.0f) continue;  // epsilon 0 and all of the row's gradients 0: no step
-      const float step = -learning_rate / root;
-      float* target = table + row * dim;
-      for (int64_t d = 0; d < dim; ++d) target[d] += step * sum[d];
+      for (size_t k = 0; k < mine.size(); ++k) {
+        if (k + kPrefetchDistance < mine.size()) Prefetch(RowOf(mine[k + kPrefetchDistance]));
+        const int64_t i = mine[k], row = RowOf(i);
+        const int32_t place = mark[row - first];
+        if (place == kSeenOnce) {
+          Step(row, factors[i], GradOf(i));
+          continue;
+        }
+        float* sum = sums.data() + static_cast<int64_t>(place) * dim;
+        const float factor = factors[i];
+        const float* grad = GradOf(i);
+        for (int64_t d = 0; d < dim; ++d) sum[d] += factor * grad[d];
+      }
+      for (size_t place = 0; place < repeated_rows.size(); ++place) {
+        Step(repeated_rows[place], 1.0f, sums.data() + place * dim);
+      }
+      for (const int64_t row : seen_rows) mark[row - first] = kUnseen;
+      seen_rows.clear();
+      repeated_rows.clear();
+      mine.clear();
     }
   }
 };
@@ -229,6 +290,7 @@ ffi::Error SparseRowwiseAdagrad(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F3
                                 ffi::Buffer<ffi::F32> factors, ffi::Buffer<ffi::F32> grads,
                                 ffi::Buffer<ffi::F32> learning_rate,
                                 ffi::Buffer<ffi::F32> epsilon,
+                                ffi::Span<const int64_t> slot_tables,
                                 ffi::ResultBuffer<ffi::F32> table_out,
                                 ffi::ResultBuffer<ffi::F32> accumulator_out) {
   int64_t num_rows, dim, bags, capacity;
@@ -236,13 +298,17 @@ ffi::Error SparseRowwiseAdagrad(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F3
   const char* problem =
       CheckLookups(table, rows, factors, grads, num_rows, dim, bags, capacity, pooled);
   if (*problem) return ffi::Error::InvalidArgument(problem);
-  if (accumulator.element_count() != num_rows ||
-      accumulator_out->element_count() != num_rows ||
+  if (static_cast<int64_t>(accumulator.element_count()) != num_rows ||
+      static_cast<int64_t>(accumulator_out->element_count()) != num_rows ||
       table_out->element_count() != table.element_count()) {
     return ffi::Error::InvalidArgument("expected an accumulator [N] and results like the inputs");
   }
   if (learning_rate.element_count() != 1 || epsilon.element_count() != 1) {
     return ffi::Error::InvalidArgument("expected a scalar learning rate and epsilon");
+  }
+  const int64_t num_slots = rows.dimensions()[1];
+  if (static_cast<int64_t>(slot_tables.size()) != num_slots) {
+    return ffi::Error::InvalidArgument("expected one slot_tables entry per bag slot");
   }
   CopyUnlessAliased(table_out->typed_data(), table.typed_data(), table.element_count());
   CopyUnlessAliased(accumulator_out->typed_data(), accumulator.typed_data(), num_rows);
@@ -253,8 +319,21 @@ ffi::Error SparseRowwiseAdagrad(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F3
   work->accumulator = accumulator_out->typed_data();
   work->num_rows = num_rows;
   work->dim = dim;
-  work->lookups = bags * capacity;
+  work->batch = rows.dimensions()[0];
+  work->num_slots = num_slots;
   work->capacity = capacity;
+  for (int64_t t = 0; t < num_slots; ++t) {
+    const int64_t table_index = slot_tables[t];
+    auto same = std::find_if(work->slots_of_table.begin(), work->slots_of_table.end(),
+                             [&](const std::vector<int64_t>& slots) {
+                               return slot_tables[slots.front()] == table_index;
+                             });
+    if (same == work->slots_of_table.end()) {
+      work->slots_of_table.push_back({t});
+    } else {
+      same->push_back(t);
+    }
+  }
   work->rows = rows.typed_data();
   work->factors = factors.typed_data();
   work->grads = grads.typed_data();
@@ -277,6 +356,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecjaxSparseRowwiseAdagrad, SparseRowwiseAdagrad,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("slot_tables")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 

@@ -20,8 +20,8 @@ table buffers, so XLA writes them in place):
 - `rowwise_adagrad` (FBGEMM's and TorchRec's default for tables): one accumulator per row,
   a_r += mean_d(g_r[d]^2), table[r] -= lr * g_r / (sqrt(a_r) + eps), where g_r is the sum of the
   row's gradients in the step. By the native kernel when built (threads own disjoint row ranges;
-  each sums its rows' lookup gradients, then steps each row once), else in XLA one table at a
-  time: each lookup finds its row's first lookup (a scatter-min into an int per row), a segment
+  each sums its rows' lookup gradients one table at a time, then steps each row once), else in
+  XLA one table at a time: each lookup finds its row's first lookup (a scatter-min into an int per row), a segment
   sum adds the gradients there, and the first lookups step their rows; the largest array formed
   is one table's [B x C, D] lookup gradients. Neither sorts the ids.
 
@@ -200,6 +200,7 @@ def rowwise_adagrad(
                         gradient.grads,
                         rate,
                         epsilon,
+                        [gradient.tables.index(table) for table in gradient.tables],
                     )
             gradients = [g for g in gradients if calls_of_group[g.group] > 1]
         readers = _readers(gradients)
