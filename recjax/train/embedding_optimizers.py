@@ -19,11 +19,12 @@ table buffers, so XLA writes them in place):
   ids sum exactly as in the dense gradient, and nothing larger than [B, T, D] is formed.
 - `rowwise_adagrad` (FBGEMM's and TorchRec's default for tables): one accumulator per row,
   a_r += mean_d(g_r[d]^2), table[r] -= lr * g_r / (sqrt(a_r) + eps), where g_r is the sum of the
-  row's gradients in the step. By the native kernel when built (threads own disjoint row ranges;
-  each sums its rows' lookup gradients one table at a time, then steps each row once), else in
-  XLA one table at a time: each lookup finds its row's first lookup (a scatter-min into an int per row), a segment
-  sum adds the gradients there, and the first lookups step their rows; the largest array formed
-  is one table's [B x C, D] lookup gradients. Neither sorts the ids.
+  row's gradients in the step. By the native kernel when built (threads own disjoint row ranges
+  and take one table at a time; a row looked up once steps straight from its lookup, a repeated
+  row from the sum of its gradients), else in XLA one table at a time: each lookup finds its
+  row's first lookup (a scatter-min into an int per row), a segment sum adds the gradients there,
+  and the first lookups step their rows; the largest array formed is one table's [B x C, D]
+  lookup gradients. Neither sorts the ids.
 
 Shapes: `N` rows of a stacked group buffer, `D` embedding dim, `M` lookups of one table in a batch.
 """

@@ -28,16 +28,17 @@ def test_one_gru_step_and_one_augru_step_match_the_equations():
     p = reference.parameters(gru)
     state, x = inputs(1, (3, 4)), inputs(2, (3, 6))
     projected = x @ np.asarray(gru.input_kernel[...]) + np.asarray(gru.input_bias[...])
+    projected = tuple(jnp.asarray(gate) for gate in np.split(projected, 3, axis=-1))
     kernel, bias = gru.hidden_kernel[...], gru.hidden_bias[...]
     score = np.asarray([0.0, 0.3, 1.0], np.float32)
     for a in (None, score):
-        got = gru_step(jnp.asarray(state), jnp.asarray(projected), kernel, bias, a)
+        got = gru_step(jnp.asarray(state), projected, kernel, bias, a)
         expected = [
             reference.gru_step(state[b], x[b], p, (), None if a is None else a[b]) for b in range(3)
         ]
         np.testing.assert_allclose(got, np.stack(expected), rtol=1e-5, atol=1e-6)
     # A zero score freezes the state; a score of one is the GRU step.
-    frozen = gru_step(jnp.asarray(state), jnp.asarray(projected), kernel, bias, jnp.zeros(3))
+    frozen = gru_step(jnp.asarray(state), projected, kernel, bias, jnp.zeros(3))
     np.testing.assert_allclose(frozen, state)
 
 
