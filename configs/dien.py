@@ -11,6 +11,7 @@ Benchmark:
     python -m benchmarks.latency --model=dien --modes=jit,eager,torch
     python -m benchmarks.breakdown --model=dien
     python -m benchmarks.latency --model=dien --override=recurrence_loop=scan
+    python -m benchmarks.latency --model=dien --override=recurrence_block_size=0  # one loop
 """
 
 from configs.din import SIZES

@@ -40,6 +40,7 @@ and biases input_bias, hidden_bias [3H]; all uniform in +-1/sqrt(H), as PyTorch 
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -146,12 +147,26 @@ def valid_positions(lengths: jax.Array, sequence_length: int) -> jax.Array:
     return jnp.arange(sequence_length, dtype=jnp.int32)[None, :] < lengths[:, None]
 
 
+def length_sorted_blocks(batch_size: int, block_size: int) -> list[tuple[int, int]]:
+    """[(start, stop)] of near-equal blocks of at most `block_size` samples (static)."""
+    blocks = -(-batch_size // block_size)
+    edges = np.linspace(0, batch_size, blocks + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
 class GRU(nnx.Module):
     """A GRU over a padded sequence, masked by length (DIEN's interest extractor).
 
     Input  inputs [B, S, E] float32, lengths [B] int32 in [0, S].
     Output (outputs [B, S, H], the state after each step, zeros at and past the length;
             final [B, H], the state at position length - 1, zeros for an empty sequence).
+
+    `block_size` (with the "longest" loop, for batches larger than it) sorts the batch by length
+    and runs each block of at most that many samples as its own loop, which stops after the
+    block's longest sequence, projecting each step's inputs inside the loop: the work follows the
+    lengths, as a packed sequence's does (about 0.4 of the padded work with 4 blocks of
+    long-tailed lengths), at the price of smaller products per step and one compiled loop per
+    block. None: one loop. The results are the same.
 
     Example:
         >>> gru = GRU(64, 64, rngs=nnx.Rngs(0))
@@ -167,17 +182,20 @@ class GRU(nnx.Module):
         *,
         loop: str = "longest",
         unroll: int = 1,
+        block_size: int | None = None,
         rngs: nnx.Rngs,
     ):
-        if in_features <= 0 or hidden <= 0 or unroll <= 0 or loop not in LOOPS:
+        if min(in_features, hidden, unroll, block_size or 1) <= 0 or loop not in LOOPS:
             raise ValueError(
-                f"{type(self).__name__} needs positive in_features, hidden and unroll and a loop "
-                f"in {LOOPS}; got {in_features}, {hidden}, {unroll}, {loop!r}."
+                f"{type(self).__name__} needs positive in_features, hidden, unroll and block_size "
+                f"(or None) and a loop in {LOOPS}; got {in_features}, {hidden}, {unroll}, "
+                f"{block_size}, {loop!r}."
             )
         bound = 1.0 / hidden**0.5
         self.hidden = hidden
         self.loop = loop
         self.unroll = unroll
+        self.block_size = block_size
         self.input_kernel = nnx.Param(_uniform(rngs.params(), (in_features, 3 * hidden), bound))
         self.hidden_kernel = nnx.Param(_uniform(rngs.params(), (hidden, 3 * hidden), bound))
         self.input_bias = nnx.Param(_uniform(rngs.params(), (3 * hidden,), bound))
@@ -191,25 +209,72 @@ class GRU(nnx.Module):
         biases = jnp.split(self.input_bias[...], 3)
         return tuple(time_major @ k + b for k, b in zip(kernels, biases, strict=True))
 
+    def _project_step(self, inputs: jax.Array) -> GateInputs:
+        """[b, E] inputs of one step -> its three gate projections [b, H]."""
+        projected = inputs @ self.input_kernel[...] + self.input_bias[...]
+        return tuple(jnp.split(projected, 3, axis=-1))
+
+    def _run_block(self, inputs, lengths, scores, loop: str, keep_outputs: bool, in_loop: bool):
+        """(outputs [b, S, H] or None, final [b, H]) of samples [b, S, E] with lengths [b] and
+        AUGRU scores [b, S] (None for a GRU); `in_loop`: project each step inside the loop."""
+        batch, sequence_length, _ = inputs.shape
+        valid = valid_positions(lengths, sequence_length).T[:, :, None]  # [S, b, 1]
+        hidden_kernel, hidden_bias = self.hidden_kernel[...], self.hidden_bias[...]
+        if in_loop:
+            gates, project = jnp.swapaxes(inputs, 0, 1), self._project_step
+        else:
+            gates, project = self.project_inputs(inputs), lambda projected: projected
+
+        def step(state, xs):
+            if scores is None:
+                return gru_step(state, project(xs), hidden_kernel, hidden_bias)
+            return gru_step(state, project(xs[0]), hidden_kernel, hidden_bias, score=xs[1])
+
+        final, outputs = masked_recurrence(
+            step,
+            gates if scores is None else (gates, scores.T),
+            valid,
+            jnp.zeros((batch, self.hidden), inputs.dtype),
+            loop=loop,
+            unroll=self.unroll,
+            keep_outputs=keep_outputs,
+        )
+        return (None if outputs is None else jnp.swapaxes(outputs, 0, 1)), final
+
+    def _run(self, inputs, lengths, scores, loop: str | None, keep_outputs: bool):
+        """The whole batch, in length-sorted blocks where `block_size` is set, smaller than the
+        batch, and the loop is "longest" (a scan takes every step whatever the lengths)."""
+        loop = loop or self.loop
+        batch_size = inputs.shape[0]
+        blocks = length_sorted_blocks(batch_size, self.block_size or batch_size)
+        if loop != "longest" or len(blocks) == 1:
+            return self._run_block(inputs, lengths, scores, loop, keep_outputs, in_loop=False)
+        order = jnp.argsort(-lengths, stable=True)  # longest first
+        inputs, lengths = inputs[order], lengths[order]
+        scores = None if scores is None else scores[order]
+        results = [
+            self._run_block(
+                inputs[start:stop],
+                lengths[start:stop],
+                None if scores is None else scores[start:stop],
+                loop,
+                keep_outputs,
+                in_loop=True,
+            )
+            for start, stop in blocks
+        ]
+        inverse = jnp.argsort(order)
+        final = jnp.concatenate([final for _, final in results])[inverse]
+        if not keep_outputs:
+            return None, final
+        return jnp.concatenate([outputs for outputs, _ in results])[inverse], final
+
     def __call__(
         self, inputs: jax.Array, lengths: jax.Array, *, loop: str | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """`loop` overrides the module's (training differentiates, and only "scan" has a
         reverse-mode derivative: a while loop's trip count is not known when tracing)."""
-        batch, sequence_length, _ = inputs.shape
-        valid = valid_positions(lengths, sequence_length).T[:, :, None]  # [S, B, 1]
-        hidden_kernel, hidden_bias = self.hidden_kernel[...], self.hidden_bias[...]
-
-        final, outputs = masked_recurrence(
-            lambda state, projected: gru_step(state, projected, hidden_kernel, hidden_bias),
-            self.project_inputs(inputs),
-            valid,
-            jnp.zeros((batch, self.hidden), inputs.dtype),
-            loop=loop or self.loop,
-            unroll=self.unroll,
-            keep_outputs=True,
-        )
-        return jnp.swapaxes(outputs, 0, 1), final
+        return self._run(inputs, lengths, None, loop, keep_outputs=True)
 
 
 class AUGRU(GRU):
@@ -229,19 +294,7 @@ class AUGRU(GRU):
     def __call__(  # type: ignore[override]
         self, inputs: jax.Array, scores: jax.Array, lengths: jax.Array, *, loop: str | None = None
     ) -> jax.Array:
-        batch, sequence_length, _ = inputs.shape
-        valid = valid_positions(lengths, sequence_length).T[:, :, None]  # [S, B, 1]
-        hidden_kernel, hidden_bias = self.hidden_kernel[...], self.hidden_bias[...]
-
-        final, _ = masked_recurrence(
-            lambda state, xs: gru_step(state, xs[0], hidden_kernel, hidden_bias, score=xs[1]),
-            (self.project_inputs(inputs), scores.T),
-            valid,
-            jnp.zeros((batch, self.hidden), inputs.dtype),
-            loop=loop or self.loop,
-            unroll=self.unroll,
-            keep_outputs=False,
-        )
+        _, final = self._run(inputs, lengths, scores, loop, keep_outputs=False)
         return final
 
 

@@ -66,6 +66,10 @@ class DIENConfig(BehaviourSequenceConfig):
         "longest", a while loop that stops after the batch's longest sequence, or "scan", all S
         steps; both are one program for every length, and give the same results.
       recurrence_unroll: steps per loop iteration (a compile-time choice; same results).
+      recurrence_block_size: with the "longest" loop, sort each batch larger than this by length
+        and run each block of at most this many samples as a loop of its own, stopping after the
+        block's longest sequence (the work then follows the lengths, as packed sequences' does;
+        same results). 0: one loop for the whole batch.
     """
 
     gru_hidden: int = 64
@@ -77,13 +81,16 @@ class DIENConfig(BehaviourSequenceConfig):
     auxiliary_loss_weight: float = 1.0
     recurrence_loop: str = "longest"
     recurrence_unroll: int = 1
+    recurrence_block_size: int = 32
 
     def __post_init__(self):
         super().__post_init__()
-        if self.gru_hidden <= 0 or self.recurrence_unroll <= 0:
+        if min(self.gru_hidden, self.recurrence_unroll) <= 0 or self.recurrence_block_size < 0:
             raise ValueError(
-                f"{self.name}: gru_hidden and recurrence_unroll must be positive; got gru_hidden="
-                f"{self.gru_hidden}, recurrence_unroll={self.recurrence_unroll}."
+                f"{self.name}: gru_hidden and recurrence_unroll must be positive and "
+                f"recurrence_block_size at least 0; got gru_hidden={self.gru_hidden}, "
+                f"recurrence_unroll={self.recurrence_unroll}, recurrence_block_size="
+                f"{self.recurrence_block_size}."
             )
         for field, value, accepted in (
             ("attention", self.attention, ATTENTIONS),
@@ -199,7 +206,11 @@ class DIEN(nnx.Module):
         self.sparse_arch = EmbeddingCollection(
             config.tables, config.features, lowering=config.embedding_lowering, rngs=rngs
         )
-        loop = {"loop": config.recurrence_loop, "unroll": config.recurrence_unroll}
+        loop = {
+            "loop": config.recurrence_loop,
+            "unroll": config.recurrence_unroll,
+            "block_size": config.recurrence_block_size or None,
+        }
         self.interest_extractor = GRU(width, hidden, **loop, rngs=rngs)
         if config.attention == "bilinear":
             self.attention = BilinearAttention(hidden, width, rngs=rngs)

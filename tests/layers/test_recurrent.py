@@ -11,6 +11,7 @@ from recjax.layers.recurrent import (
     AUGRU,
     GRU,
     gru_step,
+    length_sorted_blocks,
     scan_recurrences,
     while_loop_recurrences,
 )
@@ -42,9 +43,17 @@ def test_one_gru_step_and_one_augru_step_match_the_equations():
     np.testing.assert_allclose(frozen, state)
 
 
-@pytest.mark.parametrize(("loop", "unroll"), [("longest", 1), ("longest", 3), ("scan", 1)])
-def test_the_masked_gru_matches_the_reference_over_each_valid_prefix(loop, unroll):
-    gru = GRU(6, 4, loop=loop, unroll=unroll, rngs=nnx.Rngs(1))
+LOOPS_TESTED = [
+    ("longest", 1, None),
+    ("longest", 3, None),
+    ("longest", 1, 2),  # blocks of 2, 2 and 1 samples sorted by length, each its own loop
+    ("scan", 2, 2),  # (a scan ignores block_size)
+]
+
+
+@pytest.mark.parametrize(("loop", "unroll", "block_size"), LOOPS_TESTED)
+def test_the_masked_gru_matches_the_reference_over_each_valid_prefix(loop, unroll, block_size):
+    gru = GRU(6, 4, loop=loop, unroll=unroll, block_size=block_size, rngs=nnx.Rngs(1))
     p = reference.parameters(gru)
     x = inputs(3)
     outputs, final = jax.jit(lambda g, x, n: g(x, n))(gru, x, LENGTHS)
@@ -57,9 +66,9 @@ def test_the_masked_gru_matches_the_reference_over_each_valid_prefix(loop, unrol
         np.testing.assert_allclose(final[b], expected_final, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("loop", "unroll"), [("longest", 1), ("longest", 3), ("scan", 2)])
-def test_the_augru_matches_the_reference_and_ignores_padding(loop, unroll):
-    augru = AUGRU(6, 4, loop=loop, unroll=unroll, rngs=nnx.Rngs(2))
+@pytest.mark.parametrize(("loop", "unroll", "block_size"), LOOPS_TESTED)
+def test_the_augru_matches_the_reference_and_ignores_padding(loop, unroll, block_size):
+    augru = AUGRU(6, 4, loop=loop, unroll=unroll, block_size=block_size, rngs=nnx.Rngs(2))
     p = reference.parameters(augru)
     x, scores = inputs(4), np.random.default_rng(5).uniform(size=(5, 7)).astype(np.float32)
     final = np.asarray(jax.jit(lambda g, x, a, n: g(x, a, n))(augru, x, scores, LENGTHS))
@@ -138,3 +147,11 @@ def test_scan_recurrences_views_the_same_arrays_looping_by_scan_with_the_same_ou
     run = jax.jit(lambda gru, x, n: gru(x, n))
     for longest, scanned in zip(run(model.gru, x, LENGTHS), run(view.gru, x, LENGTHS), strict=True):
         np.testing.assert_allclose(scanned, longest, rtol=1e-6, atol=1e-7)
+
+
+def test_length_sorted_blocks_cover_the_batch_in_near_equal_blocks():
+    assert length_sorted_blocks(5, 2) == [(0, 2), (2, 3), (3, 5)]
+    assert length_sorted_blocks(1024, 32) == [(k * 32, k * 32 + 32) for k in range(32)]
+    assert length_sorted_blocks(16, 32) == [(0, 16)]
+    sizes = [stop - start for start, stop in length_sorted_blocks(100, 32)]
+    assert sizes == [25, 25, 25, 25]

@@ -31,8 +31,19 @@ def small_dien(**changes) -> DIENConfig:
         {"gru_hidden": 24, "auxiliary_loss": "mlp", "mlp_activation": "prelu", "dense_features": 2},
         {"recurrence_unroll": 4},
         {"recurrence_loop": "scan", "recurrence_unroll": 2},
+        {"recurrence_block_size": 2},
+        {"recurrence_block_size": 0},
     ],
-    ids=["paper", "mlp-attention", "mlp-dice", "hidden-24", "unroll-4", "scan"],
+    ids=[
+        "paper",
+        "mlp-attention",
+        "mlp-dice",
+        "hidden-24",
+        "unroll-4",
+        "scan",
+        "length-sorted-blocks",
+        "one-loop",
+    ],
 )
 def test_dien_matches_the_numpy_reference(changes):
     config = small_dien(**changes)
@@ -171,6 +182,7 @@ def test_preset_cost_follows_from_the_config():
         ({"attention": "dot"}, r"unknown attention 'dot'; expected one of \('bilinear', 'mlp'\)"),
         ({"auxiliary_loss": "bpr"}, r"unknown auxiliary_loss 'bpr'"),
         ({"recurrence_unroll": 0}, r"recurrence_unroll must be positive"),
+        ({"recurrence_block_size": -1}, r"recurrence_block_size at least 0; .*=-1"),
         ({"recurrence_loop": "fori"}, r"unknown recurrence_loop 'fori'"),
         ({"auxiliary_mlp": ()}, r"auxiliary_mlp must be positive widths"),
     ],
