@@ -3,12 +3,13 @@
 A `ShardingPlan` says which device holds which block of which table. This module turns it, with
 the model's features, into the static layout the sharded lookup is compiled from:
 
-Buffers. Every device holds, per (kind, dim, dtype), one [N, d] buffer: row 0 is zeros, then its
-shards, each in a region starting at a known local row. All devices' buffers of one kind have the
-same N (padded), so together they are one global [P * N, d] array sharded over the mesh
-(data-parallel buffers are one replicated [N, d] array). Kinds: "all_to_all" (table-wise shards
-and column-wise pieces, placed whole on one device), "row_wise", "table_row_wise",
-"data_parallel".
+Buffers. Every device holds, per (kind, dim, dtype), one [N, W] buffer of stored rows (d floats,
+or a quantized row's codes, scale and bias: `RowFormat`): row 0 is zeros (which a quantized row
+decodes to as well), then its shards, each in a region starting at a known local row. All
+devices' buffers of one kind have the same N (padded), so together they are one global [P * N, W]
+array sharded over the mesh (data-parallel buffers are one replicated [N, W] array). Kinds:
+"all_to_all" (table-wise shards and column-wise pieces, placed whole on one device), "row_wise",
+"table_row_wise", "data_parallel".
 
 Routes. A sparse feature's ids are sent to the devices holding its table, already translated to
 rows of the destination's buffer: an id outside the destination's block, or a padding position
@@ -25,9 +26,8 @@ Shapes: `P` devices, `H` hosts, `L` devices per host, `b` samples per device, `C
 import dataclasses
 from collections.abc import Sequence
 
-import numpy as np
-
 from recjax.inputs.features import FeatureConfig, TableConfig
+from recjax.layers.quantization import RowFormat
 from recjax.parallel.sharding import ShardingPlan, ShardingType
 
 ALL_TO_ALL = "all_to_all"
@@ -61,7 +61,8 @@ class Region:
 
 @dataclasses.dataclass(frozen=True)
 class BufferLayout:
-    """One buffer kind of one dim: `rows_per_device` rows on every device (row 0 zeros)."""
+    """One buffer kind of one dim and dtype: `rows_per_device` rows on every device (row 0
+    zeros), stored packed as `row_format` says (a table's row alignment is not kept)."""
 
     name: str
     kind: str
@@ -73,6 +74,10 @@ class BufferLayout:
     @property
     def replicated(self) -> bool:
         return self.kind == DATA_PARALLEL
+
+    @property
+    def row_format(self) -> RowFormat:
+        return RowFormat(self.dtype, self.dim)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,10 +134,7 @@ class ShardedLayout:
     @property
     def device_bytes(self) -> int:
         """Bytes of buffers on each device (the same on all: padded, zero rows included)."""
-        return sum(
-            buffer.rows_per_device * buffer.dim * np.dtype(buffer.dtype).itemsize
-            for buffer in self.buffers
-        )
+        return sum(buffer.rows_per_device * buffer.row_format.row_bytes for buffer in self.buffers)
 
 
 def buffer_name(kind: str, dim: int, dtype: str) -> str:

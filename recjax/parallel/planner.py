@@ -252,7 +252,7 @@ def _candidates(
     if table.num_bytes <= model.data_parallel_max_bytes:
         out.append(sharding.data_parallel(table, mesh))
     out += [sharding.table_wise(table, device) for device in range(mesh.num_devices)]
-    for pieces in (2, 4):
+    for pieces in (2, 4) if sharding.column_wise_allowed(table) else ():
         if pieces <= mesh.num_devices and table.dim % pieces == 0 and table.dim // pieces >= 16:
             out.append(sharding.column_wise(table, sorted(order[:pieces])))
     if mesh.num_devices > 1 and table.num_rows >= mesh.num_devices:

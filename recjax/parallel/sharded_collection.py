@@ -36,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from recjax.inputs.features import FeatureConfig, FeatureLayout, Features, TableConfig
 from recjax.layers.embedding_bag import LOWERINGS, resolve_lowering
+from recjax.layers.quantization import RowFormat
 from recjax.parallel import layout as layouts
 from recjax.parallel.sharding import MeshShape, ShardingPlan, check_plan
 
@@ -134,15 +135,18 @@ class ShardedEmbeddingCollection(nnx.Module):
         by_name = {table.name: table for table in tables}
 
         def block(buffer: layouts.BufferLayout, device: int) -> np.ndarray:
-            values = np.zeros((buffer.rows_per_device, buffer.dim), buffer.dtype)
+            row_format = buffer.row_format
+            stored = np.zeros(row_format.shape(buffer.rows_per_device), row_format.storage_dtype)
             for region in buffer.regions:
                 if region.device != device:
                     continue
                 shard = plan.of(region.table).shards[region.shard]
-                values[region.offset : region.offset + shard.num_rows] = shard_values(
+                values = shard_values(
                     table_index[region.table], by_name[region.table], shard.rows, shard.columns
                 )
-            return values
+                # Rounded or quantized row by row, as the unsharded table's rows are.
+                stored[region.offset : region.offset + shard.num_rows] = row_format.encode(values)
+            return stored
 
         buffers = {}
         for buffer in self.buffers:
@@ -154,7 +158,7 @@ class ShardedEmbeddingCollection(nnx.Module):
             else:
                 rows = buffer.rows_per_device
                 array = jax.make_array_from_callback(
-                    (plan.mesh.num_devices * rows, buffer.dim),
+                    (plan.mesh.num_devices * rows, buffer.row_format.width),
                     NamedSharding(mesh, P(DEVICE_AXES)),
                     lambda index, b=buffer, n=rows: block(b, (index[0].start or 0) // n),
                 )
@@ -238,12 +242,17 @@ class ShardedEmbeddingCollection(nnx.Module):
         blocks += [padding] * (group.slots - len(routes))
         return jnp.stack(blocks, axis=1)
 
-    def _lookup(self, buffer: jax.Array, ids: jax.Array, weights, sequence: bool) -> jax.Array:
-        """[N, slots, d] pooled sums (or [N, slots, C, d] rows) of [N, slots, C] local rows."""
+    def _lookup(
+        self, buffer: jax.Array, row_format: RowFormat, ids: jax.Array, weights, sequence: bool
+    ) -> jax.Array:
+        """[N, slots, d] pooled float32 sums (or [N, slots, C, d] rows) of [N, slots, C] local
+        rows of `buffer`, stored as `row_format` says."""
         if sequence:
-            return jnp.take(buffer, ids, axis=0, mode="clip")
+            return row_format.decode(jnp.take(buffer, ids, axis=0, mode="clip"))
+        # float32 buffers are looked up as the unsharded collection looks them up (no format).
+        stored = {} if row_format.dtype == "float32" else {"row_format": row_format}
         return LOWERINGS[self.lowering](
-            buffer, ids, None, weights, row_offsets=(0,) * ids.shape[1], mean=False
+            buffer, ids, None, weights, row_offsets=(0,) * ids.shape[1], mean=False, **stored
         )
 
     def _exchange(self, group: layouts.ExchangeGroup, buffer: jax.Array, inputs) -> jax.Array:
@@ -263,7 +272,11 @@ class ShardedEmbeddingCollection(nnx.Module):
             weights = jax.lax.all_to_all(send_weights, DEVICE_AXES, 0, 0)
             weights = weights.reshape(batch, *weights.shape[2:])
         looked_up = self._lookup(
-            buffer, received.reshape(batch, *received.shape[2:]), weights, group.sequence
+            buffer,
+            self.shard_layout.buffer(group.buffer).row_format,
+            received.reshape(batch, *received.shape[2:]),
+            weights,
+            group.sequence,
         )  # [B, slots, ...]: every sample's bags of this device's slots
         if group.kind == layouts.ALL_TO_ALL:
             per_source = looked_up.reshape(num_devices, -1, *looked_up.shape[1:])
@@ -289,7 +302,8 @@ class ShardedEmbeddingCollection(nnx.Module):
                 if group.weighted:
                     weights = self._routed_weights(routes, group, inputs)
                 ids = self._routed_ids(routes, group, inputs)
-                results = self._lookup(buffer, ids, weights, group.sequence)[None]
+                row_format = self.shard_layout.buffer(group.buffer).row_format
+                results = self._lookup(buffer, row_format, ids, weights, group.sequence)[None]
             else:
                 results = self._exchange(group, buffer, inputs)
             for piece in group.pieces:

@@ -24,7 +24,7 @@ import enum
 import math
 from collections.abc import Sequence
 
-from recjax.inputs.features import TableConfig
+from recjax.inputs.features import QUANTIZED_TABLE_DTYPES, TableConfig
 
 
 class ShardingType(enum.StrEnum):
@@ -238,19 +238,14 @@ def _check_contiguous(name: str, what: str, ranges: Sequence[tuple[int, int]], s
         )
 
 
+def column_wise_allowed(table: TableConfig) -> bool:
+    """Whether `table` may be split by columns: not a row-wise quantized table, whose scale and
+    bias belong to whole rows (each piece would be quantized on its own, and differ)."""
+    return table.dtype not in QUANTIZED_TABLE_DTYPES
+
+
 def check_plan(plan: ShardingPlan, tables: Sequence[TableConfig]) -> None:
     """Raises ValueError unless `plan` shards each of `tables` exactly once, validly."""
-    stored = [
-        f"{table.name} ({table.dtype}, row alignment {table.row_alignment})"
-        for table in tables
-        if table.dtype != "float32" or table.row_alignment != 1
-    ]
-    if stored:
-        raise ValueError(
-            f"The sharded lookup holds packed float32 tables; {', '.join(stored[:3])}"
-            f"{' and others' if len(stored) > 3 else ''} are stored otherwise. Shard the float32 "
-            "model, or quantize the unsharded one (docs/design/quantized-tables.md)."
-        )
     names = [table.name for table in tables]
     planned = [table_plan.table for table_plan in plan.tables]
     if sorted(planned) != sorted(names):
@@ -290,6 +285,12 @@ def check_plan(plan: ShardingPlan, tables: Sequence[TableConfig]) -> None:
             if any(s.rows != full_rows or s.columns != full_columns for s in shards):
                 raise ValueError(f"Table {table.name!r}: {kind} shards hold the whole table.")
         elif kind is ShardingType.COLUMN_WISE:
+            if not column_wise_allowed(table):
+                raise ValueError(
+                    f"Table {table.name!r} ({table.dtype}): a row-wise quantized table keeps one "
+                    "scale and bias per row, so it cannot be split by columns; use table_wise, "
+                    "row_wise or table_row_wise."
+                )
             if any(shard.rows != full_rows for shard in shards):
                 raise ValueError(f"Table {table.name!r}: column-wise shards hold every row.")
             _check_contiguous(table.name, "columns", [s.columns for s in shards], table.dim)

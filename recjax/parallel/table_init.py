@@ -61,7 +61,10 @@ def load_full_tables(model: nnx.Module, seed: int) -> nnx.Module:
     for index, table in enumerate(model.config.tables):
         offset = collection.table_offset[table.name]
         group = collection.table_group[table.name]
-        stacked[group][offset : offset + table.num_rows] = full_table(seed, index, table)
+        row_format = collection.row_formats[group]  # stored as the group stores rows
+        stacked[group][offset : offset + table.num_rows] = row_format.encode(
+            full_table(seed, index, table)
+        )
     for name, values in stacked.items():
         # A device array, not the NumPy buffer: a NumPy parameter would be copied to the device
         # on every call of the compiled model (the whole table set, per call).

@@ -5,9 +5,11 @@ Run by tests/parallel/test_sharded_model.py in a fresh process with 4 CPU device
     JAX_NUM_CPU_DEVICES=4 python -m tests.parallel.sharded_model_check
 
 Prints one JSON line: {case: {"max_difference": max |sharded - unsharded| of the click
-probabilities, "valid": the inputs check, "collectives": the compiled program's collectives}}.
+probabilities, "valid": the inputs check, "collectives": the compiled program's collectives}};
+the int8 and int4 cases also hold "from_float32", max |sharded - unsharded float32 model|.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -30,12 +32,24 @@ SEED = 2
 BATCH = 8
 
 
-def main() -> None:
-    config = configs.get("rmc1-tiny")
+def unsharded_clicks(config) -> np.ndarray:
     reference = CompiledPredictor(reference_model(config, SEED), [BATCH])
-    expected = reference(host_batch(config, BATCH, SEED + 1, 4))["click"]
+    return np.asarray(reference(host_batch(config, BATCH, SEED + 1, 4))["click"])
+
+
+def main() -> None:
+    float32 = configs.get("rmc1-tiny")
     results = {}
-    for mesh_name, kind in [("2x2", "table_row_wise"), ("1x4", "column_wise"), ("4x1", "row_wise")]:
+    cases = [
+        ("2x2", "table_row_wise", "float32"),
+        ("1x4", "column_wise", "float32"),
+        ("4x1", "row_wise", "float32"),
+        ("2x2", "table_row_wise", "int8"),
+        ("4x1", "row_wise", "int4"),
+    ]
+    for mesh_name, kind, dtype in cases:
+        config = dataclasses.replace(float32, table_dtype=None if dtype == "float32" else dtype)
+        expected = unsharded_clicks(config)
         mesh_shape = sharding.MeshShape(*(int(n) for n in mesh_name.split("x")))
         mesh = device_mesh(mesh_shape)
         plan = sharding.uniform_plan(config.tables, kind, mesh_shape)
@@ -43,13 +57,20 @@ def main() -> None:
         predictor.compile(BATCH)
         probabilities, valid = predictor(global_batch(config, BATCH, SEED + 1, mesh))
         got = probabilities["click"]
-        results[f"{mesh_name}/{kind}"] = {
-            "max_difference": float(np.abs(np.asarray(got) - np.asarray(expected)).max()),
-            "valid": bool(valid),
-            "sharded_by_samples": len(got.sharding.device_set) == 4
-            and not got.sharding.is_fully_replicated,
-            "collectives": collectives(predictor.hlo_text(BATCH))[0],
-        }
+        name = f"{mesh_name}/{kind}" + ("" if dtype == "float32" else f"/{dtype}")
+        if dtype != "float32":
+            results.setdefault(name, {})["from_float32"] = float(
+                np.abs(np.asarray(got) - unsharded_clicks(float32)).max()
+            )
+        results.setdefault(name, {}).update(
+            {
+                "max_difference": float(np.abs(np.asarray(got) - np.asarray(expected)).max()),
+                "valid": bool(valid),
+                "sharded_by_samples": len(got.sharding.device_set) == 4
+                and not got.sharding.is_fully_replicated,
+                "collectives": collectives(predictor.hlo_text(BATCH))[0],
+            }
+        )
     print(json.dumps(results))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import configs
 from recjax.bench import sharded_latency
-from recjax.parallel import sharding
+from recjax.parallel import planner, sharding
 from recjax.parallel.sharded_collection import (
     MemoryBudgetError,
     ShardedEmbeddingCollection,
@@ -18,7 +18,13 @@ from recjax.parallel.sharded_model import host_batch, reference_model
 from recjax.parallel.table_init import BLOCK_ROWS, full_table, table_rows
 from tests.parallel.simulated import run_on_devices
 
-CASES = ["2x2/table_row_wise", "1x4/column_wise", "4x1/row_wise"]
+CASES = [
+    "2x2/table_row_wise",
+    "1x4/column_wise",
+    "4x1/row_wise",
+    "2x2/table_row_wise/int8",
+    "4x1/row_wise/int4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +39,25 @@ def test_sharded_model_equals_unsharded(results, case):
     assert result["max_difference"] < 1e-6
     # The dense layers run data-parallel: no table or activation is gathered.
     assert "all-gather" not in result["collectives"]
+    if case.endswith(("int8", "int4")):  # the quantized rows were really read
+        assert result["from_float32"] > 1e-5
+
+
+def test_a_quantized_table_is_not_split_by_columns():
+    config = dataclasses.replace(configs.get("rmc1-tiny"), table_dtype="int8")
+    mesh_shape = sharding.MeshShape(1, 4)
+    with pytest.raises(ValueError, match=r"int8\): a row-wise quantized table .* by columns"):
+        sharding.check_plan(
+            sharding.uniform_plan(config.tables, "column_wise", mesh_shape), config.tables
+        )
+    planned = planner.plan_tables(
+        config.tables, config.features, batch_size=64, mesh=mesh_shape, memory_per_device=2**30
+    )
+    assert all(table.sharding.value != "column_wise" for table in planned.plan.tables)
+    float32 = configs.get("rmc1-tiny")  # the same float32 tables may be split
+    sharding.check_plan(
+        sharding.uniform_plan(float32.tables, "column_wise", mesh_shape), float32.tables
+    )
 
 
 def test_any_block_of_rows_is_the_same_as_in_the_whole_table():

@@ -115,10 +115,3 @@ def test_layout_by_hand():
     assert row_wise_group.slots == 2  # both features of c, one slot each, on every device
     route = row_wise_group.routes[2][1]
     assert (route.feature, route.row_start, route.row_stop, route.offset) == (3, 4, 5, 1)
-
-
-def test_tables_not_stored_as_packed_float32_are_refused():
-    tables = (TableConfig("a", 10, 8, "int8"), *TABLES[1:])
-    plan = ShardingPlan(MESH, tuple(sharding.table_wise(table, 0) for table in tables))
-    with pytest.raises(ValueError, match=r"packed float32 tables; a \(int8, row alignment 1\)"):
-        sharding.check_plan(plan, tables)
