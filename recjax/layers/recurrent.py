@@ -220,10 +220,10 @@ class GRU(nnx.Module):
         batch, sequence_length, _ = inputs.shape
         valid = valid_positions(lengths, sequence_length).T[:, :, None]  # [S, b, 1]
         hidden_kernel, hidden_bias = self.hidden_kernel[...], self.hidden_bias[...]
-        if in_loop:
-            gates, project = jnp.swapaxes(inputs, 0, 1), self._project_step
-        else:
-            gates, project = self.project_inputs(inputs), lambda projected: projected
+        if in_loop:  # each step's [b, E] inputs, projected in the loop
+            per_step, project = jnp.swapaxes(inputs, 0, 1), self._project_step
+        else:  # each step's three gate projections, all made before the loop
+            per_step, project = self.project_inputs(inputs), lambda projected: projected
 
         def step(state, xs):
             if scores is None:
@@ -232,7 +232,7 @@ class GRU(nnx.Module):
 
         final, outputs = masked_recurrence(
             step,
-            gates if scores is None else (gates, scores.T),
+            per_step if scores is None else (per_step, scores.T),
             valid,
             jnp.zeros((batch, self.hidden), inputs.dtype),
             loop=loop,

@@ -136,7 +136,7 @@ def _rowwise_adagrad_rows(table, accumulator, rows, grads, rate, epsilon):
     root = jnp.sqrt(row_accumulator) + epsilon
     # A zero root (epsilon 0, all gradients 0 so far) means a zero gradient: no step.
     step = -rate * summed / jnp.where(root > 0, root, 1.0)[:, None]
-    accumulator = accumulator.at[targets].set(row_accumulator, mode="drop", unique_indices=True)
+    accumulator = accumulator.at[targets].set(row_accumulator, mode="drop")
     table = table.at[targets].add(step.astype(table.dtype), mode="drop")
     return table, accumulator
 
