@@ -76,34 +76,85 @@ void RunOnThreads(ffi::ThreadPool& thread_pool, std::shared_ptr<RowRangeWork> wo
   }
 }
 
-struct UpdateWork : RowRangeWork {
-  float* table;
-  int64_t dim, lookups, capacity;
-  const int32_t* rows;
-  const float* factors;
-  const float* grads;
-  bool pooled;
-  float scale;
+// The lookups both steps read (rows, factors and gradients as the header describes) and the
+// table they update, split into row ranges.
+struct LookupWork : RowRangeWork {
+  float* table = nullptr;
+  int64_t dim = 0, batch = 0, num_slots = 0, capacity = 0;
+  const int32_t* rows = nullptr;
+  const float* factors = nullptr;
+  const float* grads = nullptr;
+  bool pooled = false;
+
+  int64_t Lookups() const { return batch * num_slots * capacity; }
 
   const float* GradOf(int64_t lookup) const {
     return grads + (pooled ? lookup / capacity : lookup) * dim;
   }
 
+  int64_t RowOf(int64_t lookup) const {
+    return std::clamp<int64_t>(rows[lookup], 0, num_rows - 1);
+  }
+
+  // Asks for a table row ahead of its update.
+  void PrefetchRow(int64_t row) const {
+    const char* bytes = reinterpret_cast<const char*>(table + row * dim);
+    for (int64_t offset = 0; offset < dim * 4; offset += kCacheLineBytes) {
+      __builtin_prefetch(bytes + offset, /*rw=*/1, /*locality=*/3);
+    }
+  }
+};
+
+// Checks the shapes both steps share and points `work` at them, with `out` (the table's result
+// buffer) as the table to update. An empty message: all is well.
+const char* SetLookups(LookupWork& work, float* out, ffi::Buffer<ffi::F32>& table,
+                       ffi::Buffer<ffi::S32>& rows, ffi::Buffer<ffi::F32>& factors,
+                       ffi::Buffer<ffi::F32>& grads) {
+  const auto table_dims = table.dimensions();
+  const auto row_dims = rows.dimensions();
+  const auto grad_dims = grads.dimensions();
+  if (table_dims.size() != 2 || row_dims.size() != 3) {
+    return "expected table [N, D] and rows [B, T, C]";
+  }
+  const int64_t dim = table_dims[1], bags = row_dims[0] * row_dims[1], capacity = row_dims[2];
+  const bool pooled = grad_dims.size() == 3;
+  if (factors.element_count() != rows.element_count() ||
+      (pooled && (grad_dims[0] * grad_dims[1] != bags || grad_dims[2] != dim)) ||
+      (!pooled && (grad_dims.size() != 4 || grad_dims[0] * grad_dims[1] != bags ||
+                   grad_dims[2] != capacity || grad_dims[3] != dim))) {
+    return "expected factors [B, T, C] and grads [B, T, D] or [B, T, C, D]";
+  }
+  work.table = out;
+  work.num_rows = table_dims[0];
+  work.dim = dim;
+  work.batch = row_dims[0];
+  work.num_slots = row_dims[1];
+  work.capacity = capacity;
+  work.rows = rows.typed_data();
+  work.factors = factors.typed_data();
+  work.grads = grads.typed_data();
+  work.pooled = pooled;
+  return "";
+}
+
+// Copies `from` into `to` unless they are one buffer (the caller donated it).
+void CopyUnlessAliased(float* to, const float* from, int64_t count) {
+  if (to != from) std::memcpy(to, from, count * sizeof(float));
+}
+
+struct UpdateWork : LookupWork {
+  float scale = 0.0f;
+
   void UpdatePart(int64_t part) const override {
     const int64_t first = num_rows * part / parts;
     const int64_t last = num_rows * (part + 1) / parts;
-    const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(float));
+    const int64_t lookups = Lookups();
     for (int64_t i = 0; i < lookups; ++i) {
       if (i + kPrefetchDistance < lookups) {
-        const int64_t ahead = std::clamp<int64_t>(rows[i + kPrefetchDistance], 0, num_rows - 1);
-        if (ahead >= first && ahead < last) {
-          const char* bytes = reinterpret_cast<const char*>(table + ahead * dim);
-          for (int64_t offset = 0; offset < row_bytes; offset += kCacheLineBytes) {
-            __builtin_prefetch(bytes + offset, /*rw=*/1, /*locality=*/3);
-          }
-        }
+        const int64_t ahead = RowOf(i + kPrefetchDistance);
+        if (ahead >= first && ahead < last) PrefetchRow(ahead);
       }
-      const int64_t row = std::clamp<int64_t>(rows[i], 0, num_rows - 1);
+      const int64_t row = RowOf(i);
       if (row < first || row >= last) continue;
       const float step = scale * factors[i];
       if (step == 0.0f) continue;
@@ -114,93 +165,32 @@ struct UpdateWork : RowRangeWork {
   }
 };
 
-// Checks the shapes shared by both steps; sets the counts. An empty message: all is well.
-const char* CheckLookups(ffi::Buffer<ffi::F32>& table, ffi::Buffer<ffi::S32>& rows,
-                         ffi::Buffer<ffi::F32>& factors, ffi::Buffer<ffi::F32>& grads,
-                         int64_t& num_rows, int64_t& dim, int64_t& bags, int64_t& capacity,
-                         bool& pooled) {
-  const auto table_dims = table.dimensions();
-  const auto row_dims = rows.dimensions();
-  const auto grad_dims = grads.dimensions();
-  if (table_dims.size() != 2 || row_dims.size() != 3) {
-    return "expected table [N, D] and rows [B, T, C]";
-  }
-  num_rows = table_dims[0];
-  dim = table_dims[1];
-  bags = row_dims[0] * row_dims[1];
-  capacity = row_dims[2];
-  pooled = grad_dims.size() == 3;
-  if (factors.element_count() != rows.element_count() ||
-      (pooled && (grad_dims[0] * grad_dims[1] != bags || grad_dims[2] != dim)) ||
-      (!pooled && (grad_dims.size() != 4 || grad_dims[0] * grad_dims[1] != bags ||
-                   grad_dims[2] != capacity || grad_dims[3] != dim))) {
-    return "expected factors [B, T, C] and grads [B, T, D] or [B, T, C, D]";
-  }
-  return "";
-}
-
-// Copies `from` into `to` unless they are one buffer (the caller donated it).
-void CopyUnlessAliased(float* to, const float* from, int64_t count) {
-  if (to != from) std::memcpy(to, from, count * sizeof(float));
-}
-
 ffi::Error SparseRowUpdate(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F32> table,
                            ffi::Buffer<ffi::S32> rows, ffi::Buffer<ffi::F32> factors,
                            ffi::Buffer<ffi::F32> grads, ffi::Buffer<ffi::F32> scale,
                            ffi::ResultBuffer<ffi::F32> result) {
-  int64_t num_rows, dim, bags, capacity;
-  bool pooled;
-  const char* problem =
-      CheckLookups(table, rows, factors, grads, num_rows, dim, bags, capacity, pooled);
+  auto work = std::make_shared<UpdateWork>();
+  const char* problem = SetLookups(*work, result->typed_data(), table, rows, factors, grads);
   if (*problem) return ffi::Error::InvalidArgument(problem);
   if (scale.element_count() != 1) return ffi::Error::InvalidArgument("expected a scalar scale");
   if (result->element_count() != table.element_count()) {
     return ffi::Error::InvalidArgument("expected the result shaped like the table");
   }
-  float* out = result->typed_data();
-  CopyUnlessAliased(out, table.typed_data(), table.element_count());
-  if (num_rows == 0 || bags * capacity == 0) return ffi::Error::Success();
-
-  auto work = std::make_shared<UpdateWork>();
-  work->table = out;
-  work->num_rows = num_rows;
-  work->dim = dim;
-  work->lookups = bags * capacity;
-  work->capacity = capacity;
-  work->rows = rows.typed_data();
-  work->factors = factors.typed_data();
-  work->grads = grads.typed_data();
-  work->pooled = pooled;
+  CopyUnlessAliased(work->table, table.typed_data(), table.element_count());
+  if (work->num_rows == 0 || work->Lookups() == 0) return ffi::Error::Success();
   work->scale = scale.typed_data()[0];
   RunOnThreads(thread_pool, work);
   return ffi::Error::Success();
 }
 
-struct AdagradWork : RowRangeWork {
-  float* table;
-  float* accumulator;
-  int64_t dim, batch, num_slots, capacity;
+struct AdagradWork : LookupWork {
+  float* accumulator = nullptr;
   std::vector<std::vector<int64_t>> slots_of_table;  // the slots reading each table
-  const int32_t* rows;
-  const float* factors;
-  const float* grads;
-  bool pooled;
-  float learning_rate, epsilon;
-
-  const float* GradOf(int64_t lookup) const {
-    return grads + (pooled ? lookup / capacity : lookup) * dim;
-  }
-
-  int64_t RowOf(int64_t lookup) const {
-    return std::clamp<int64_t>(rows[lookup], 0, num_rows - 1);
-  }
+  float learning_rate = 0.0f, epsilon = 0.0f;
 
   // Asks for a row's table values and accumulator ahead of their use.
   void Prefetch(int64_t row) const {
-    const char* bytes = reinterpret_cast<const char*>(table + row * dim);
-    for (int64_t offset = 0; offset < dim * 4; offset += kCacheLineBytes) {
-      __builtin_prefetch(bytes + offset, /*rw=*/1, /*locality=*/3);
-    }
+    PrefetchRow(row);
     __builtin_prefetch(accumulator + row, /*rw=*/1, /*locality=*/3);
   }
 
@@ -293,11 +283,10 @@ ffi::Error SparseRowwiseAdagrad(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F3
                                 ffi::Span<const int64_t> slot_tables,
                                 ffi::ResultBuffer<ffi::F32> table_out,
                                 ffi::ResultBuffer<ffi::F32> accumulator_out) {
-  int64_t num_rows, dim, bags, capacity;
-  bool pooled;
-  const char* problem =
-      CheckLookups(table, rows, factors, grads, num_rows, dim, bags, capacity, pooled);
+  auto work = std::make_shared<AdagradWork>();
+  const char* problem = SetLookups(*work, table_out->typed_data(), table, rows, factors, grads);
   if (*problem) return ffi::Error::InvalidArgument(problem);
+  const int64_t num_rows = work->num_rows;
   if (static_cast<int64_t>(accumulator.element_count()) != num_rows ||
       static_cast<int64_t>(accumulator_out->element_count()) != num_rows ||
       table_out->element_count() != table.element_count()) {
@@ -306,27 +295,18 @@ ffi::Error SparseRowwiseAdagrad(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F3
   if (learning_rate.element_count() != 1 || epsilon.element_count() != 1) {
     return ffi::Error::InvalidArgument("expected a scalar learning rate and epsilon");
   }
-  const int64_t num_slots = rows.dimensions()[1];
-  if (static_cast<int64_t>(slot_tables.size()) != num_slots) {
+  if (static_cast<int64_t>(slot_tables.size()) != work->num_slots) {
     return ffi::Error::InvalidArgument("expected one slot_tables entry per bag slot");
   }
-  CopyUnlessAliased(table_out->typed_data(), table.typed_data(), table.element_count());
+  CopyUnlessAliased(work->table, table.typed_data(), table.element_count());
   CopyUnlessAliased(accumulator_out->typed_data(), accumulator.typed_data(), num_rows);
-  if (num_rows == 0 || bags * capacity == 0) return ffi::Error::Success();
+  if (num_rows == 0 || work->Lookups() == 0) return ffi::Error::Success();
 
-  auto work = std::make_shared<AdagradWork>();
-  work->table = table_out->typed_data();
   work->accumulator = accumulator_out->typed_data();
-  work->num_rows = num_rows;
-  work->dim = dim;
-  work->batch = rows.dimensions()[0];
-  work->num_slots = num_slots;
-  work->capacity = capacity;
-  for (int64_t t = 0; t < num_slots; ++t) {
-    const int64_t table_index = slot_tables[t];
+  for (int64_t t = 0; t < work->num_slots; ++t) {
     auto same = std::find_if(work->slots_of_table.begin(), work->slots_of_table.end(),
                              [&](const std::vector<int64_t>& slots) {
-                               return slot_tables[slots.front()] == table_index;
+                               return slot_tables[slots.front()] == slot_tables[t];
                              });
     if (same == work->slots_of_table.end()) {
       work->slots_of_table.push_back({t});
@@ -334,10 +314,6 @@ ffi::Error SparseRowwiseAdagrad(ffi::ThreadPool thread_pool, ffi::Buffer<ffi::F3
       same->push_back(t);
     }
   }
-  work->rows = rows.typed_data();
-  work->factors = factors.typed_data();
-  work->grads = grads.typed_data();
-  work->pooled = pooled;
   work->learning_rate = learning_rate.typed_data()[0];
   work->epsilon = epsilon.typed_data()[0];
   RunOnThreads(thread_pool, work);
