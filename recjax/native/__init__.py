@@ -21,6 +21,11 @@ FFI_TARGET = "recjax_sparse_lengths_sum"
 UPDATE_TARGET = "recjax_sparse_row_update"
 ADAGRAD_TARGET = "recjax_sparse_rowwise_adagrad"
 MATMUL_FFI_TARGET = "recjax_bfloat16_matmul"
+# The training steps' targets and handler symbols: a library built before a step lacks it.
+TRAINING_TARGETS = {
+    UPDATE_TARGET: "RecjaxSparseRowUpdate",
+    ADAGRAD_TARGET: "RecjaxSparseRowwiseAdagrad",
+}
 
 
 @functools.cache
@@ -43,14 +48,11 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     jax.ffi.register_ffi_target(
         MATMUL_FFI_TARGET, jax.ffi.pycapsule(library.RecjaxBfloat16Matmul), platform="cpu"
     )
-    if hasattr(library, "RecjaxSparseRowUpdate"):  # a library built before it lacks it
-        jax.ffi.register_ffi_target(
-            UPDATE_TARGET, jax.ffi.pycapsule(library.RecjaxSparseRowUpdate), platform="cpu"
-        )
-    if hasattr(library, "RecjaxSparseRowwiseAdagrad"):
-        jax.ffi.register_ffi_target(
-            ADAGRAD_TARGET, jax.ffi.pycapsule(library.RecjaxSparseRowwiseAdagrad), platform="cpu"
-        )
+    for target, symbol in TRAINING_TARGETS.items():
+        if hasattr(library, symbol):
+            jax.ffi.register_ffi_target(
+                target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
+            )
     library.recjax_gather_rows.restype = ctypes.c_double
     library.recjax_gather_rows.argtypes = [
         ctypes.c_void_p,
@@ -123,10 +125,14 @@ def sparse_lengths_sum(
     )
 
 
+def _has_target(target: str) -> bool:
+    library, _ = _load()
+    return library is not None and hasattr(library, TRAINING_TARGETS[target])
+
+
 def has_sparse_row_update() -> bool:
     """Whether the library holds `sparse_row_update` (the sparse SGD step of training)."""
-    library, _ = _load()
-    return library is not None and hasattr(library, "RecjaxSparseRowUpdate")
+    return _has_target(UPDATE_TARGET)
 
 
 def sparse_row_update(
@@ -162,8 +168,7 @@ def sparse_row_update(
 
 def has_sparse_rowwise_adagrad() -> bool:
     """Whether the library holds `sparse_rowwise_adagrad` (the row-wise Adagrad table step)."""
-    library, _ = _load()
-    return library is not None and hasattr(library, "RecjaxSparseRowwiseAdagrad")
+    return _has_target(ADAGRAD_TARGET)
 
 
 def sparse_rowwise_adagrad(

@@ -255,7 +255,9 @@ class ShardedEmbeddingCollection(nnx.Module):
             buffer, ids, None, weights, row_offsets=(0,) * ids.shape[1], mean=False, **stored
         )
 
-    def _exchange(self, group: layouts.ExchangeGroup, buffer: jax.Array, inputs) -> jax.Array:
+    def _exchange(
+        self, group: layouts.ExchangeGroup, buffer: jax.Array, row_format: RowFormat, inputs
+    ) -> jax.Array:
         """Sends a group's ids, looks them up where their rows live, and brings the results back.
 
         Returns [sources, b, slots, ...]: source 0 for row-wise groups, the owning device for
@@ -273,7 +275,7 @@ class ShardedEmbeddingCollection(nnx.Module):
             weights = weights.reshape(batch, *weights.shape[2:])
         looked_up = self._lookup(
             buffer,
-            self.shard_layout.buffer(group.buffer).row_format,
+            row_format,
             received.reshape(batch, *received.shape[2:]),
             weights,
             group.sequence,
@@ -293,6 +295,7 @@ class ShardedEmbeddingCollection(nnx.Module):
         pieces: dict[int, list[tuple[int, jax.Array]]] = {}
         for group in self.shard_layout.groups:
             buffer = buffers[group.buffer]
+            row_format = self.shard_layout.buffer(group.buffer).row_format
             if group.kind == layouts.DATA_PARALLEL:
                 # The replicated copy is the same on every device; marking it varying like the ids
                 # lets loop lowerings (pooling_loop) start their carry from it.
@@ -302,10 +305,9 @@ class ShardedEmbeddingCollection(nnx.Module):
                 if group.weighted:
                     weights = self._routed_weights(routes, group, inputs)
                 ids = self._routed_ids(routes, group, inputs)
-                row_format = self.shard_layout.buffer(group.buffer).row_format
                 results = self._lookup(buffer, row_format, ids, weights, group.sequence)[None]
             else:
-                results = self._exchange(group, buffer, inputs)
+                results = self._exchange(group, buffer, row_format, inputs)
             for piece in group.pieces:
                 pieces.setdefault(piece.feature, []).append(
                     (piece.column_start, results[piece.source, :, piece.slot])

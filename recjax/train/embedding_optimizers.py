@@ -29,6 +29,7 @@ table buffers, so XLA writes them in place):
 Shapes: `N` rows of a stacked group buffer, `D` embedding dim, `M` lookups of one table in a batch.
 """
 
+import collections
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -141,21 +142,11 @@ def _rowwise_adagrad_rows(table, accumulator, rows, grads, rate, epsilon):
     return table, accumulator
 
 
-def _calls_of_group(gradients: Sequence[LookupGradient]) -> dict[str, int]:
-    """{group: how many of the gradients (calls of the sparse arch) read it}."""
-    calls: dict[str, int] = {}
-    for gradient in gradients:
-        calls[gradient.group] = calls.get(gradient.group, 0) + 1
-    return calls
-
-
 def _readers(gradients: Sequence[LookupGradient]) -> dict[tuple[str, str], int]:
     """{(group, table): how many slots of all the gradients read it}."""
-    readers: dict[tuple[str, str], int] = {}
-    for gradient in gradients:
-        for table in gradient.tables:
-            readers[gradient.group, table] = readers.get((gradient.group, table), 0) + 1
-    return readers
+    return collections.Counter(
+        (gradient.group, table) for gradient in gradients for table in gradient.tables
+    )
 
 
 def rowwise_adagrad(
@@ -188,7 +179,7 @@ def rowwise_adagrad(
         rate = _rate(learning_rate, state["count"])
         tables = dict(tables)
         accumulators = dict(state["accumulators"])
-        calls_of_group = _calls_of_group(gradients)
+        calls_of_group = collections.Counter(gradient.group for gradient in gradients)
         if use_native:
             for gradient in gradients:
                 if calls_of_group[gradient.group] == 1:

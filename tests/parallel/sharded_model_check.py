@@ -39,6 +39,12 @@ def unsharded_clicks(config) -> np.ndarray:
 
 def main() -> None:
     float32 = configs.get("rmc1-tiny")
+    configs_of = {
+        dtype: dataclasses.replace(float32, table_dtype=dtype) for dtype in ("int8", "int4")
+    }
+    configs_of["float32"] = float32
+    # The unsharded model's clicks, once per table dtype.
+    expected_of = {dtype: unsharded_clicks(config) for dtype, config in configs_of.items()}
     results = {}
     cases = [
         ("2x2", "table_row_wise", "float32"),
@@ -48,8 +54,7 @@ def main() -> None:
         ("4x1", "row_wise", "int4"),
     ]
     for mesh_name, kind, dtype in cases:
-        config = dataclasses.replace(float32, table_dtype=None if dtype == "float32" else dtype)
-        expected = unsharded_clicks(config)
+        config, expected = configs_of[dtype], expected_of[dtype]
         mesh_shape = sharding.MeshShape(*(int(n) for n in mesh_name.split("x")))
         mesh = device_mesh(mesh_shape)
         plan = sharding.uniform_plan(config.tables, kind, mesh_shape)
@@ -60,11 +65,11 @@ def main() -> None:
         name = f"{mesh_name}/{kind}" + ("" if dtype == "float32" else f"/{dtype}")
         if dtype != "float32":
             results.setdefault(name, {})["from_float32"] = float(
-                np.abs(np.asarray(got) - unsharded_clicks(float32)).max()
+                np.abs(np.asarray(got) - expected_of["float32"]).max()
             )
         results.setdefault(name, {}).update(
             {
-                "max_difference": float(np.abs(np.asarray(got) - np.asarray(expected)).max()),
+                "max_difference": float(np.abs(np.asarray(got) - expected).max()),
                 "valid": bool(valid),
                 "sharded_by_samples": len(got.sharding.device_set) == 4
                 and not got.sharding.is_fully_replicated,
