@@ -37,6 +37,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recjax.inputs.features import (
     QUANTIZED_TABLE_DTYPES,
@@ -130,6 +131,13 @@ class RowFormat:
         scale_bias = jnp.concatenate([scale, low], axis=1)  # [R, 2] float32
         scale_bias = jax.lax.bitcast_convert_type(scale_bias, jnp.uint8)  # [R, 2, 4]
         return self._pad(jnp.concatenate([codes, scale_bias.reshape(-1, SCALE_BIAS_BYTES)], 1))
+
+    def encode_on_host(self, values: np.ndarray) -> np.ndarray:
+        """`encode` for a NumPy block built on the host (table shards, whole tables at start-up):
+        packed float32 rows are the values themselves, returned without a copy to the device."""
+        if self.dtype == "float32" and self.width == self.dim:
+            return np.asarray(values, np.float32)
+        return np.asarray(self.encode(values))
 
     def _pad(self, rows: jax.Array) -> jax.Array:
         """[R, packed width] -> [R, W], zeros after each row's data."""

@@ -145,7 +145,9 @@ class ShardedEmbeddingCollection(nnx.Module):
                     table_index[region.table], by_name[region.table], shard.rows, shard.columns
                 )
                 # Rounded or quantized row by row, as the unsharded table's rows are.
-                stored[region.offset : region.offset + shard.num_rows] = row_format.encode(values)
+                stored[region.offset : region.offset + shard.num_rows] = row_format.encode_on_host(
+                    values
+                )
             return stored
 
         buffers = {}

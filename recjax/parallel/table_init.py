@@ -62,7 +62,7 @@ def load_full_tables(model: nnx.Module, seed: int) -> nnx.Module:
         offset = collection.table_offset[table.name]
         group = collection.table_group[table.name]
         row_format = collection.row_formats[group]  # stored as the group stores rows
-        stacked[group][offset : offset + table.num_rows] = row_format.encode(
+        stacked[group][offset : offset + table.num_rows] = row_format.encode_on_host(
             full_table(seed, index, table)
         )
     for name, values in stacked.items():
